@@ -1,0 +1,37 @@
+# jaxscape: `make demo` and `make test` are the two commands a newcomer needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+OUT    ?= runs/demo
+
+.PHONY: demo test test-slow lint format bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,data,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m jaxscape spectrum --out $(OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_hvp.py --out benchmarks/results
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info
