@@ -1,0 +1,3 @@
+from jaxscape.cli import main
+
+raise SystemExit(main())
