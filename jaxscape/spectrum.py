@@ -128,9 +128,7 @@ def eigsh(
     _checks.check_key(fn, key)
     flat_mv, flat, unravel = _flatten(fn, matvec, params)
     n = flat.size
-    k = _checks.check_positive_int(fn, "k", k)
-    if k >= n:
-        raise ValueError(f"{fn}: `k` must be smaller than the number of parameters ({n}); got {k}.")
+    k = _check_k(fn, k, n)
     _checks.check_choice(fn, "which", which, WHICH)
     m = (
         min(n, 10 * k + 50)
@@ -151,19 +149,17 @@ def eigsh(
 
     state = _krylov.lanczos(flat_mv, v0, m, key=key_restart, stop=stop)
     theta, U, resid, scale = _krylov.ritz(state, which, k)
-    vectors = U.T @ state.basis[:m]
-    nan = jnp.full_like(theta, jnp.nan)
-    theta = jnp.where(state.finite, theta, nan)
-    eigs = Eigs(
-        eigenvalues=theta,
-        eigenvectors=jax.vmap(unravel)(vectors),
-        residuals=jnp.where(state.finite, resid, nan),
+    return _result(
+        fn,
+        theta,
+        U.T @ state.basis[:m],
+        unravel,
+        resid,
         num_matvecs=state.num_matvecs,
-        converged=state.finite & jnp.all(resid <= tol * scale),
+        converged=jnp.all(resid <= tol * scale),
         finite=state.finite,
+        budget=f"tol={tol:g} in num_iters={m}",
     )
-    _report(fn, eigs, f"tol={tol:g} in num_iters={m}")
-    return eigs
 
 
 def power_iteration(
@@ -197,9 +193,7 @@ def power_iteration(
     _checks.check_key(fn, key)
     flat_mv, flat, unravel = _flatten(fn, matvec, params)
     n = flat.size
-    k = _checks.check_positive_int(fn, "k", k)
-    if k >= n:
-        raise ValueError(f"{fn}: `k` must be smaller than the number of parameters ({n}); got {k}.")
+    k = _check_k(fn, k, n)
     num_iters = _checks.check_positive_int(fn, "num_iters", num_iters)
     tol = _default_tol(flat.dtype) if tol is None else float(tol)
     dtype = flat.dtype
@@ -235,18 +229,17 @@ def power_iteration(
     xs = (jnp.arange(k), jax.random.split(key, k))
     (vecs, _), (lams, resid, steps, finite) = lax.scan(one_pair, init, xs)
     order = jnp.argsort(lams)
-    finite = jnp.all(finite)
-    nan = jnp.full_like(lams, jnp.nan)
-    eigs = Eigs(
-        eigenvalues=jnp.where(finite, lams[order], nan),
-        eigenvectors=jax.vmap(unravel)(vecs[order]),
-        residuals=jnp.where(finite, resid[order], nan),
+    return _result(
+        fn,
+        lams[order],
+        vecs[order],
+        unravel,
+        resid[order],
         num_matvecs=jnp.sum(steps),
-        converged=finite & jnp.all(resid <= tol * jnp.abs(lams)),
-        finite=finite,
+        converged=jnp.all(resid <= tol * jnp.abs(lams)),
+        finite=jnp.all(finite),
+        budget=f"tol={tol:g} in num_iters={num_iters} per eigenpair",
     )
-    _report(fn, eigs, f"tol={tol:g} in num_iters={num_iters} per eigenpair")
-    return eigs
 
 
 # --------------------------------------------------------------------------- trace
@@ -460,6 +453,28 @@ def _map(f, xs, batch_size):
 
 def _default_tol(dtype) -> float:
     return float(np.sqrt(np.finfo(dtype).eps))
+
+
+def _check_k(fn: str, k: Any, n: int) -> int:
+    k = _checks.check_positive_int(fn, "k", k)
+    if k >= n:
+        raise ValueError(f"{fn}: `k` must be smaller than the number of parameters ({n}); got {k}.")
+    return k
+
+
+def _result(fn, values, flat_vectors, unravel, resid, *, num_matvecs, converged, finite, budget):
+    """``Eigs`` with NaN values wherever the operator was not finite, then ``_report``."""
+    nan = jnp.full_like(values, jnp.nan)
+    eigs = Eigs(
+        eigenvalues=jnp.where(finite, values, nan),
+        eigenvectors=jax.vmap(unravel)(flat_vectors),
+        residuals=jnp.where(finite, resid, nan),
+        num_matvecs=num_matvecs,
+        converged=finite & converged,
+        finite=finite,
+    )
+    _report(fn, eigs, budget)
+    return eigs
 
 
 def _report(fn: str, eigs: Eigs, budget: str) -> None:
