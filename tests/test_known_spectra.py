@@ -161,3 +161,32 @@ def test_spectral_density_is_rank_deficient_safe():
     np.testing.assert_allclose(np.asarray(dens.weights).sum(axis=1), 1.0, rtol=1e-10)
     top = np.linalg.eigvalsh(np.asarray(A))[-1]
     assert np.isclose(np.asarray(dens.nodes).max(), top, rtol=1e-8)
+
+
+def test_eigsh_fifty_eigenpairs():
+    d = jnp.linspace(-1.0, 3.0, 400) ** 3  # distinct, with a spread-out top
+    eigs = jax.jit(
+        lambda key: js.eigsh(key, lambda v: d * v, jnp.zeros(400), k=50, num_iters=400, tol=1e-10)
+    )(jax.random.key(0))
+    np.testing.assert_allclose(eigs.eigenvalues, np.sort(np.asarray(d))[-50:], rtol=1e-9, atol=1e-9)
+    assert bool(eigs.converged)
+
+
+@pytest.mark.parametrize("estimator", ["trace", "density"])
+def test_same_key_same_probes_other_key_other_probes(estimator):
+    A = goe(60, 9)
+
+    def run(seed):
+        key = jax.random.key(seed)
+        if estimator == "trace":
+            return np.asarray(
+                js.estimate_trace(key, lambda v: A @ v, jnp.zeros(60), num_matvecs=9).value
+            )
+        return np.asarray(
+            js.spectral_density(
+                key, lambda v: A @ v, jnp.zeros(60), num_probes=3, num_iters=5
+            ).nodes
+        )
+
+    np.testing.assert_array_equal(run(0), run(0))
+    assert not np.array_equal(run(0), run(1))
