@@ -104,6 +104,11 @@ def eigsh(
 
     Unlike power iteration (PyHessian), "top" here means algebraically largest: ``which="LA"``.
 
+    Limitation: a single start vector sees one copy of each eigenvalue. Copies of an exactly
+    repeated eigenvalue come only from restarts after a breakdown, and a run stopped by ``tol``
+    can report a repeated eigenvalue fewer times than it occurs (every returned pair is still
+    a true eigenpair). ``tol=0`` runs all ``num_iters`` steps and collects the copies.
+
     Args:
       key: PRNG key for the start vector (and restarts).
       matvec: symmetric operator ``v -> A v`` on params-shaped pytrees.
