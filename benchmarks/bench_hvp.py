@@ -265,6 +265,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per operation")
     parser.add_argument(
+        "--budget",
+        type=float,
+        default=120.0,
+        help="seconds of timed runs per operation before stopping early (at least 3 runs)",
+    )
+    parser.add_argument(
         "--accuracy",
         default="mlp",
         help="workloads for the matvecs-to-accuracy study ('' for none)",
