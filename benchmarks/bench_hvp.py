@@ -157,6 +157,9 @@ def bench_workload(name: str, repeats: int, quick: bool, budget_s: float) -> dic
     hvp_ms = rows["hvp (fwd-over-rev)"]["ms"]
     return {
         "title": wl.title,
+        "conv_impl": W.default_conv_impl()
+        if any(layer["type"] == "conv2d" for layer in wl.layers)
+        else None,
         "num_params": wl.num_params,
         "batch": int(wl.x.shape[0]),
         "solver_settings": cfg,

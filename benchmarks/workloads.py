@@ -99,13 +99,57 @@ def build(name: str, *, batch: int | None = None, spec: dict[str, Any] | None = 
 # --------------------------------------------------------------------------- JAX side
 
 
-def jax_loss_fn(layers: list[dict[str, Any]]):
-    """``loss_fn(params, (x, y))``: the network in PyTorch layouts, mean softmax cross-entropy."""
+def default_conv_impl() -> str:
+    """``"matmul"`` on CPU, ``"xla"`` elsewhere (see ``jax_loss_fn``)."""
+    import jax
+
+    return "matmul" if jax.default_backend() == "cpu" else "xla"
+
+
+def jax_loss_fn(layers: list[dict[str, Any]], conv_impl: str | None = None):
+    """``loss_fn(params, (x, y))``: the network in PyTorch layouts, mean softmax cross-entropy.
+
+    Params and data are in PyTorch layouts (``OIHW`` kernels, ``NCHW`` images); internally
+    the activations are channels-last and the flatten transposes back to ``(C, H, W)`` order,
+    so the function is the same network. ``conv_impl``:
+
+    - ``"xla"``: ``lax.conv_general_dilated``.
+    - ``"matmul"``: the same cross-correlation as shifted slices concatenated over the
+      kernel window (im2col) times the reshaped kernel. On CPU, XLA runs convolutions inside
+      a ``lax`` loop body (every eigensolver's) 12-20× slower than outside one
+      (jax-ml/jax#12868, open); the matmul form has no convolution in its derivatives and
+      runs at full speed inside loops (W2's linearized Hessian product: ~4.6 s → ~0.17 s).
+
+    Default: ``default_conv_impl()``.
+    """
     import jax
     import jax.numpy as jnp
 
+    conv_impl = default_conv_impl() if conv_impl is None else conv_impl
+    if conv_impl not in ("xla", "matmul"):
+        raise ValueError(f"conv_impl must be 'xla' or 'matmul', got {conv_impl!r}")
+
+    def conv(x, W, b, pad):  # x NHWC, W OIHW
+        if conv_impl == "xla":
+            hwio = jnp.transpose(W, (2, 3, 1, 0))
+            dims = ("NHWC", "HWIO", "NHWC")
+            return (
+                jax.lax.conv_general_dilated(
+                    x, hwio, (1, 1), [(pad, pad)] * 2, dimension_numbers=dims
+                )
+                + b
+            )
+        out_ch, in_ch, kh, kw = W.shape
+        xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        ho, wo = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+        cols = jnp.concatenate(
+            [xp[:, i : i + ho, j : j + wo, :] for i in range(kh) for j in range(kw)], axis=-1
+        )
+        return cols @ jnp.transpose(W, (2, 3, 1, 0)).reshape(kh * kw * in_ch, out_ch) + b
+
     def forward(params, x):
         it = iter(params)
+        channels_last = False
         for layer in layers:
             kind = layer["type"]
             if kind == "dense":
@@ -113,26 +157,19 @@ def jax_loss_fn(layers: list[dict[str, Any]]):
                 x = x @ W.T + b
             elif kind == "conv2d":
                 W, b = next(it)
-                pad = layer["pad"]
-                x = (
-                    jax.lax.conv_general_dilated(
-                        x,
-                        W,
-                        (1, 1),
-                        [(pad, pad), (pad, pad)],
-                        dimension_numbers=("NCHW", "OIHW", "NCHW"),
-                    )
-                    + b[None, :, None, None]
-                )
+                if not channels_last:
+                    x, channels_last = jnp.transpose(x, (0, 2, 3, 1)), True
+                x = conv(x, W, b, layer["pad"])
             elif kind == "tanh":
                 x = jnp.tanh(x)
             elif kind == "relu":
                 x = jax.nn.relu(x)
             elif kind == "maxpool2":
-                x = jax.lax.reduce_window(
-                    x, -jnp.inf, jax.lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID"
-                )
+                window = (1, 2, 2, 1) if channels_last else (1, 1, 2, 2)
+                x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, window, "VALID")
             elif kind == "flatten":
+                if channels_last:  # torch.flatten order is (C, H, W)
+                    x, channels_last = jnp.transpose(x, (0, 3, 1, 2)), False
                 x = x.reshape(x.shape[0], -1)
             else:
                 raise ValueError(f"unknown layer type {kind!r}")
@@ -141,10 +178,8 @@ def jax_loss_fn(layers: list[dict[str, Any]]):
     def loss_fn(params, batch):
         x, y = batch
         logits = forward(params, x)
-        return jnp.mean(
-            jax.nn.logsumexp(logits, axis=-1)
-            - jnp.take_along_axis(logits, y[:, None], axis=-1)[:, 0]
-        )
+        picked = jnp.take_along_axis(logits, y[:, None], axis=-1)[:, 0]
+        return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - picked)
 
     return loss_fn
 

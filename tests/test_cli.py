@@ -82,3 +82,20 @@ def test_benchmark_quick(tmp_path):
     assert ops["hvp (fwd-over-rev)"]["ms"] > 0 and ops["eigsh k=5"]["num_matvecs"] <= 40
     acc = data["accuracy"]["mlp-small"]
     assert acc["lanczos_top1"]["runs"][-1]["max_rel_err"] < 1e-3  # Lanczos does converge
+
+
+def test_workload_conv_implementations_agree():
+    import sys
+
+    import jax
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import workloads as W
+
+    wl = W.build("cnn", batch=4)
+    params, batch, _ = W.to_jax(wl)
+    xla = jax.grad(W.jax_loss_fn(wl.layers, "xla"))(params, batch)
+    mm = jax.grad(W.jax_loss_fn(wl.layers, "matmul"))(params, batch)
+    for a, b in zip(jax.tree.leaves(xla), jax.tree.leaves(mm), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
