@@ -196,7 +196,7 @@ def accuracy_study(name: str, quick: bool) -> dict[str, Any]:
     if name == "mlp":
         result["arpack_top_quoted"] = W1_ARPACK_TOP
         result["reference_vs_arpack_rel"] = [
-            abs(a - b) / abs(b) for a, b in zip(reference, W1_ARPACK_TOP, strict=False)
+            float(abs(a - b) / abs(b)) for a, b in zip(reference, W1_ARPACK_TOP, strict=False)
         ]
 
     def sweep(method, k, budgets, target):
@@ -300,7 +300,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {"environment": env, "workloads": {}, "accuracy": {}}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"bench_hvp_{jax.devices()[0].platform}{'_quick' if args.quick else ''}.json"
+    stem = "bench_hvp" if names else "bench_accuracy"  # an accuracy-only run keeps its own file
+    path = out / f"{stem}_{jax.devices()[0].platform}{'_quick' if args.quick else ''}.json"
     for name in names:
         results["workloads"][name] = bench_workload(name, args.repeats, args.quick, args.budget)
         path.write_text(json.dumps(results, indent=2))  # written as it goes
