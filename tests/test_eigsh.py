@@ -92,6 +92,16 @@ def test_eigsh_matches_scipy_arpack(mlp_2k):
         np.testing.assert_allclose(got, want, rtol=1e-8)
 
 
+def test_default_tolerance_under_jit(mlp_2k):
+    params, batch, evals, _ = mlp_2k
+    eigs = run_eigsh(params, batch, k=1)  # tol=None and num_iters=None, traced
+    assert bool(eigs.converged)
+    np.testing.assert_allclose(eigs.eigenvalues, evals[-1:], rtol=1e-6)
+    matvec = js.hessian_operator(mlp_loss, params, batch)
+    power = jax.jit(lambda key: js.power_iteration(key, matvec, params, num_iters=5))
+    assert int(power(jax.random.key(0)).num_matvecs) == 5
+
+
 def test_eager_equals_jit_and_key_determines_result(mlp_2k):
     params, batch, _, _ = mlp_2k
     matvec = js.hessian_operator(mlp_loss, params, batch)
