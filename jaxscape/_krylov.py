@@ -127,23 +127,27 @@ def lanczos_step(matvec: FlatMatvec, state: LanczosState) -> LanczosState:
     )
 
 
-def tridiagonal(alphas: Array, betas: Array, num_valid: Array | int) -> Array:
-    """Dense ``T`` from its diagonals, with the rows past ``num_valid`` decoupled.
+def decoupled_diagonals(alphas: Array, betas: Array, num_valid: Array | int):
+    """``T``'s diagonals with the rows past ``num_valid`` decoupled.
 
     Rows ``>= num_valid`` get a sentinel diagonal strictly above the Gershgorin bound of the
-    valid block, so ``eigh(T)`` returns the valid block's eigenpairs below ``bound`` and
-    sentinels above it. Returns ``(T, bound)``.
+    valid block and zero couplings, so the eigenvalues of the valid block are exactly those
+    ``<= bound``. Returns ``(diag (m,), off (m - 1,), valid (m,), bound)``.
     """
-    m = alphas.shape[0]
-    idx = jnp.arange(m, dtype=jnp.int32)
+    idx = jnp.arange(alphas.shape[0], dtype=jnp.int32)
     valid = idx < num_valid
     a = jnp.where(valid, alphas, 0)
     b = jnp.where(idx + 1 < num_valid, betas, 0)
-    bound = _gershgorin(alphas, betas, num_valid)
-    sentinel = 3 * bound + 1
-    diag = jnp.where(valid, a, sentinel)
-    T = jnp.diag(diag) + jnp.diag(b[:-1], 1) + jnp.diag(b[:-1], -1)
-    return T, bound
+    b_prev = jnp.concatenate([jnp.zeros((1,), b.dtype), b[:-1]])
+    bound = jnp.max(jnp.abs(a) + jnp.abs(b) + jnp.abs(b_prev))
+    return jnp.where(valid, a, 3 * bound + 1), b[:-1], valid, bound
+
+
+def tridiagonal(alphas: Array, betas: Array, num_valid: Array | int) -> tuple[Array, Array]:
+    """Dense ``T`` (see ``decoupled_diagonals``) and the bound below which its valid block's
+    eigenvalues lie."""
+    diag, off, _, bound = decoupled_diagonals(alphas, betas, num_valid)
+    return jnp.diag(diag) + jnp.diag(off, 1) + jnp.diag(off, -1), bound
 
 
 def select(theta: Array, valid: Array, which: str, k: int) -> Array:
@@ -190,12 +194,7 @@ def wanted_residuals(state: LanczosState, which: str, k: int):
     returned numbers are only a stopping test; results come from ``ritz`` after the loop.
     Returns ``(residuals (k,), scale)``.
     """
-    m = state.alphas.shape[0]
-    idx = jnp.arange(m, dtype=jnp.int32)
-    valid = idx < state.step
-    bound = _gershgorin(state.alphas, state.betas, state.step)
-    diag = jnp.where(valid, state.alphas, 3 * bound + 1)
-    off = jnp.where(idx + 1 < state.step, state.betas, 0)[:-1]
+    diag, off, valid, bound = decoupled_diagonals(state.alphas, state.betas, state.step)
     theta = jax.scipy.linalg.eigh_tridiagonal(diag, off, eigvals_only=True)
     ok = theta <= bound
     scale = jnp.max(jnp.where(ok, jnp.abs(theta), 0))
@@ -215,14 +214,6 @@ def wanted_residuals(state: LanczosState, which: str, k: int):
     last = jax.vmap(last_component)(wanted)
     beta = state.betas[jnp.maximum(state.step - 1, 0)]
     return jnp.abs(beta * last), scale
-
-
-def _gershgorin(alphas: Array, betas: Array, num_valid: Array | int) -> Array:
-    idx = jnp.arange(alphas.shape[0], dtype=jnp.int32)
-    a = jnp.where(idx < num_valid, alphas, 0)
-    b = jnp.where(idx + 1 < num_valid, betas, 0)
-    b_prev = jnp.concatenate([jnp.zeros((1,), b.dtype), b[:-1]])
-    return jnp.max(jnp.abs(a) + jnp.abs(b) + jnp.abs(b_prev))
 
 
 def lanczos(
