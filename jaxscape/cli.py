@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import sys
@@ -56,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded in results.json as the exact command
     for name in (
         "steps",
         "width",
@@ -263,7 +266,7 @@ def run_spectrum(args: argparse.Namespace) -> Path:
         losses=results["train"]["arrays"]["losses"],
     )
     report = {
-        "command": "jaxscape " + " ".join(sys.argv[1:]) if argv_is_cli() else "jaxscape spectrum",
+        "command": " ".join(["jaxscape", *args.argv]),
         "versions": {"jax": jax.__version__, "jaxscape": js.__version__},
         "device": f"{device.platform}: {getattr(device, 'device_kind', '')}",
         "num_params": n,
@@ -276,10 +279,6 @@ def run_spectrum(args: argparse.Namespace) -> Path:
     if args.quiet:
         print(out.resolve())
     return out
-
-
-def argv_is_cli() -> bool:
-    return Path(sys.argv[0]).name in ("jaxscape", "__main__.py")
 
 
 # --------------------------------------------------------------------------- resumable stages
@@ -309,9 +308,9 @@ class StageStore:
                 with np.load(arrays) as data:
                     return {"summary": saved["summary"], "arrays": dict(data)}
         result = compute()
-        tmp = arrays.with_suffix(".tmp.npz")
-        np.savez(tmp, **result["arrays"])
-        os.replace(tmp, arrays)
+        buffer = io.BytesIO()
+        np.savez(buffer, **result["arrays"])
+        atomic_write(arrays, buffer.getvalue())
         payload = {"config": config, "config_hash": digest, "summary": result["summary"]}
         atomic_write(meta, json.dumps(payload, indent=2).encode())
         return result

@@ -51,6 +51,7 @@ def test_spectrum_job_writes_results_and_resumes(tmp_path):
         assert len(s["top"]) == 2 and s["top"][0] >= s["bottom"][0]
         assert 0.0 <= s["index"] <= 1.0
     assert report["trained"]["loss"] < report["init"]["loss"]
+    assert report["command"] == " ".join(["jaxscape", "spectrum", "--out", str(out), *TINY])
     for name in ("spectrum.png", "loss.png", "spectrum.npz"):
         assert (out / name).stat().st_size > 0
 
