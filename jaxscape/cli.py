@@ -103,6 +103,7 @@ def run_spectrum(args: argparse.Namespace) -> Path:
     from jaxscape import plot
     from jaxscape.data import gaussian_mixture
     from jaxscape.models import MLP, classification_loss
+    from jaxscape.train import fit
 
     say = (lambda *a: None) if args.quiet else print
     out = Path(args.out)
@@ -144,7 +145,8 @@ def run_spectrum(args: argparse.Namespace) -> Path:
         "trace_matvecs": args.trace_matvecs,
         "index_tol": args.index_tol,
     }
-    training = {"steps": args.steps, "learning_rate": args.learning_rate}
+    # "recorded": losses at steps 0..steps (fit's history), not the pre-0.2 per-step list
+    training = {"steps": args.steps, "learning_rate": args.learning_rate, "recorded": "fit"}
     store = StageStore(out)
 
     @jax.jit
@@ -207,24 +209,19 @@ def run_spectrum(args: argparse.Namespace) -> Path:
 
     def train_stage() -> dict[str, Any]:
         t0 = time.perf_counter()
-        opt = optax.adam(args.learning_rate)
-
-        @jax.jit
-        def train(params, batch):
-            def step(carry, _):
-                params, state = carry
-                loss, grad = jax.value_and_grad(loss_fn)(params, batch)
-                updates, state = opt.update(grad, state, params)
-                return (optax.apply_updates(params, updates), state), loss
-
-            (params, _), losses = jax.lax.scan(
-                step, (params, opt.init(params)), None, length=args.steps
-            )
-            return params, losses
-
-        params, losses = jax.device_get(train(params0, batch))
+        fitted = fit(
+            k_data,  # full batch: fit draws no minibatches from it
+            loss_fn,
+            params0,
+            optax.adam(args.learning_rate),
+            batch,
+            num_steps=args.steps,
+            record_every=1,
+            record_params=False,
+        )
+        params, losses = jax.device_get(fitted.params), fitted.history.loss
         flat = {f"param/{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(params))}
-        final = float(losses[-1]) if len(losses) else float(loss_fn(params0, batch))
+        final = float(losses[-1])
         say(f"[train] {args.steps} Adam steps: loss {final:.4f} ({time.perf_counter() - t0:.1f} s)")
         return {
             "summary": {"final_loss": final, "seconds": time.perf_counter() - t0},
