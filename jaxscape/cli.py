@@ -1,6 +1,7 @@
 """The ``jaxscape`` command (also ``python -m jaxscape``).
 
-``jaxscape spectrum``: the Hessian spectrum of a small MLP on synthetic data, at its random
+``jaxscape spectrum``: the Hessian spectrum of a small MLP on scikit-learn's bundled 8×8
+digits (or, with ``--data mixture``, a synthetic Gaussian mixture), at its random
 initialization and after training with Adam: top and bottom eigenvalues (Lanczos), trace
 (Hutch++), spectral density and index (SLQ). Writes ``results.json``, ``spectrum.npz`` and
 PNG figures into ``--out``. Each stage is saved when it finishes; rerunning with the same
@@ -37,9 +38,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--learning-rate", type=float, default=1e-2)
     sp.add_argument("--width", type=int, default=32, help="hidden width")
     sp.add_argument("--depth", type=int, default=2, help="number of hidden layers")
-    sp.add_argument("--num-examples", type=int, default=1024)
-    sp.add_argument("--dim", type=int, default=8, help="input dimension")
-    sp.add_argument("--num-classes", type=int, default=4)
+    sp.add_argument(
+        "--data",
+        choices=("digits", "mixture"),
+        default="digits",
+        help="scikit-learn's bundled 8x8 digits (1,797 examples, extra 'data') or a synthetic "
+        "Gaussian mixture (default %(default)s)",
+    )
+    sp.add_argument(
+        "--num-examples",
+        type=int,
+        default=None,
+        help="examples used (default: all 1,797 digits; 1,024 mixture examples)",
+    )
+    sp.add_argument("--dim", type=int, default=8, help="mixture input dimension")
+    sp.add_argument("--num-classes", type=int, default=4, help="mixture classes")
     sp.add_argument("--k", type=int, default=5, help="eigenvalues from each end")
     sp.add_argument("--num-iters", type=int, default=100, help="Lanczos steps (eigsh and SLQ)")
     sp.add_argument("--num-probes", type=int, default=8, help="SLQ probes")
@@ -72,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         "trace_matvecs",
     ):
         minimum = 0 if name == "steps" else 1
-        if getattr(args, name) < minimum:
+        if getattr(args, name) is not None and getattr(args, name) < minimum:
             flag = "--" + name.replace("_", "-")
             print(
                 f"jaxscape: error: {flag} must be >= {minimum}, got {getattr(args, name)}",
@@ -83,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         print("jaxscape: error: --num-classes must be >= 2", file=sys.stderr)
         return 2
     if args.command == "spectrum":
-        run_spectrum(args)
+        try:
+            run_spectrum(args)
+        except ImportError as err:  # e.g. --data digits without scikit-learn
+            print(f"jaxscape: error: {err}", file=sys.stderr)
+            return 2
     return 0
 
 
@@ -101,7 +118,7 @@ def run_spectrum(args: argparse.Namespace) -> Path:
 
     import jaxscape as js
     from jaxscape import plot
-    from jaxscape.data import gaussian_mixture
+    from jaxscape.data import gaussian_mixture, load_digits
     from jaxscape.models import MLP, classification_loss
     from jaxscape.train import fit
 
@@ -117,13 +134,20 @@ def run_spectrum(args: argparse.Namespace) -> Path:
 
     key = jax.random.key(args.seed)
     k_data, k_init, k_probe = jax.random.split(key, 3)
-    batch = gaussian_mixture(
-        k_data,
-        num_examples=args.num_examples,
-        dim=args.dim,
-        num_classes=args.num_classes,
-        dtype=dtype,
-    )
+    if args.data == "digits":
+        x, y = load_digits(layout="flat", dtype=dtype)
+        args.num_examples = min(args.num_examples or len(y), len(y))
+        args.dim, args.num_classes = x.shape[1], 10
+        batch = (x[: args.num_examples], y[: args.num_examples])
+    else:
+        args.num_examples = args.num_examples or 1024
+        batch = gaussian_mixture(
+            k_data,
+            num_examples=args.num_examples,
+            dim=args.dim,
+            num_classes=args.num_classes,
+            dtype=dtype,
+        )
     model = MLP(features=(args.width,) * args.depth + (args.num_classes,), dtype=dtype)
     params0 = model.init(k_init, batch[0][:1])["params"]
     loss_fn = classification_loss(model)
@@ -131,12 +155,12 @@ def run_spectrum(args: argparse.Namespace) -> Path:
     k = min(args.k, (n - 1) // 2)
     say(
         f"MLP {args.dim}-{'-'.join([str(args.width)] * args.depth)}-{args.num_classes}: "
-        f"{n:,} params; {args.num_examples} examples"
+        f"{n:,} params; {args.num_examples} {args.data} examples"
     )
 
     problem = {
         key: getattr(args, key)
-        for key in ("seed", "width", "depth", "num_examples", "dim", "num_classes", "dtype")
+        for key in ("seed", "data", "width", "depth", "num_examples", "dim", "num_classes", "dtype")
     }
     solver = {
         "k": k,

@@ -71,6 +71,8 @@ def test_spectrum_job_writes_results_and_resumes(tmp_path):
 def test_bad_flags_are_refused():
     bad = run("-m", "jaxscape", "spectrum", "--k", "0")
     assert bad.returncode == 2 and "--k must be >= 1" in bad.stderr
+    mixture = run("-m", "jaxscape", "spectrum", "--data", "mixture", "--num-classes", "1")
+    assert mixture.returncode == 2 and "--num-classes must be >= 2" in mixture.stderr
     unknown = run("-m", "jaxscape", "spectra")
     assert unknown.returncode == 2 and "invalid choice: 'spectra'" in unknown.stderr
 
