@@ -2,9 +2,13 @@
 
 Curvature operators (``hvp``, ``hessian_operator``, ``ggn_operator``, ...) and spectral
 solvers (``eigsh``, ``estimate_trace``, ``spectral_density``, ...) over any params pytree and
-any ``loss_fn(params, batch) -> scalar``. See ``DESIGN.md`` for the conventions.
+any ``loss_fn(params, batch) -> scalar``; models and loss builders (``MLP``, ``CNN``,
+``LSTMClassifier``, ``DeepLinear``, ``model_loss``), a resumable training loop (``fit``), and the
+modules ``jaxscape.toys`` (problems with known answers) and ``jaxscape.data`` /
+``jaxscape.datasets``. See ``DESIGN.md`` for the conventions.
 """
 
+from jaxscape import data, datasets, toys
 from jaxscape.curvature import (
     TaylorStep,
     averaged_operator,
@@ -19,6 +23,19 @@ from jaxscape.curvature import (
     restrict,
     taylor_step,
 )
+from jaxscape.models import (
+    CNN,
+    MLP,
+    DeepLinear,
+    LSTMClassifier,
+    accuracy,
+    cross_entropy_loss,
+    from_apply,
+    from_nnx,
+    init_model,
+    model_loss,
+    mse_loss,
+)
 from jaxscape.spectrum import (
     Density,
     Eigs,
@@ -29,29 +46,49 @@ from jaxscape.spectrum import (
     power_iteration,
     spectral_density,
 )
+from jaxscape.train import FitResult, History, compare_optimizers, fit, top_eigenvalue_callback
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CNN",
+    "MLP",
+    "DeepLinear",
     "Density",
     "Eigs",
+    "FitResult",
+    "History",
+    "LSTMClassifier",
     "TaylorStep",
     "TraceEstimate",
     "__version__",
+    "accuracy",
     "averaged_operator",
     "combine",
+    "compare_optimizers",
     "count_params",
+    "cross_entropy_loss",
+    "data",
+    "datasets",
     "directional_curvature",
     "eigsh",
     "estimate_trace",
+    "fit",
+    "from_apply",
+    "from_nnx",
     "ggn_operator",
     "hessian_matrix",
     "hessian_operator",
     "hvp",
+    "init_model",
+    "model_loss",
+    "mse_loss",
     "negative_fraction",
     "partition",
     "power_iteration",
     "restrict",
     "spectral_density",
     "taylor_step",
+    "top_eigenvalue_callback",
+    "toys",
 ]
