@@ -146,9 +146,10 @@ def fit(
         )
         return loss, optax.tree_utils.tree_norm(grad), grad, new_state
 
-    def record(carry, t, data):
+    def record(carry, t, data, loss=None, gnorm=None):
         params, _, state = carry
-        loss, gnorm, _, _ = grad_at(params, state, t, data)
+        if loss is None:
+            loss, gnorm, _, _ = grad_at(params, state, t, data)
         rec = {"step": t, "loss": loss, "grad_norm": gnorm}
         rec["metrics"] = {name: cb(params, state, t) for name, cb in callbacks.items()}
         rec["params"] = params if record_params else None
@@ -156,16 +157,14 @@ def fit(
 
     def one_step(data, carry, t):
         params, opt_state, state = carry
-        _, _, grad, state = grad_at(params, state, t, data)
+        loss, gnorm, grad, state = grad_at(params, state, t, data)
         updates, opt_state = optimizer.update(grad, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state, state), None
+        return (optax.apply_updates(params, updates), opt_state, state), (loss, gnorm)
 
     def one_window(data, carry, t0):
-        rec = record(carry, t0, data)
-        carry, _ = jax.lax.scan(
-            partial(one_step, data), carry, t0 + jnp.arange(every, dtype=jnp.int32)
-        )
-        return carry, rec
+        steps = t0 + jnp.arange(every, dtype=jnp.int32)
+        new_carry, (losses, gnorms) = jax.lax.scan(partial(one_step, data), carry, steps)
+        return new_carry, record(carry, t0, data, losses[0], gnorms[0])  # the loss at θ_t0
 
     @partial(jax.jit, static_argnames="num_windows")
     def run_chunk(carry, t0, data, num_windows):
