@@ -59,10 +59,10 @@ def gaussian_mixture(
     num_classes: int = 4,
     separation: float = 2.0,
     dtype=jnp.float32,
-) -> tuple[jax.Array, jax.Array]:
+) -> Dataset:
     """Classification data: class ``c`` is ``N(μ_c, I)`` with ``μ_c ~ separation · N(0, I/dim)``.
 
-    Returns ``(x, y)`` with ``x`` of shape ``(num_examples, dim)`` and integer labels ``y``;
+    Returns ``Dataset(x, y)`` with ``x`` of shape ``(num_examples, dim)`` and integer labels ``y``;
     classes overlap, so a network reaches a non-zero loss minimum (an interesting spectrum).
 
     >>> x, y = gaussian_mixture(jax.random.key(0), num_examples=5, dim=3)
@@ -79,7 +79,7 @@ def gaussian_mixture(
     means = separation * jax.random.normal(k_mu, (num_classes, dim), dtype) / jnp.sqrt(dim)
     y = jax.random.randint(k_y, (num_examples,), 0, num_classes)
     x = means[y] + jax.random.normal(k_x, (num_examples, dim), dtype)
-    return x, y
+    return Dataset(x, y)
 
 
 def two_spirals(
@@ -369,7 +369,8 @@ def minibatch(key: jax.Array, data: Any, step: Any, *, batch_size: int) -> Any:
     ``jax.random.permutation(fold_in(key, epoch), N)``: each example appears once per epoch, a
     resumed run gets the same batches, and ``lax.scan`` over steps needs no data-loader state.
     The same sequence as ``batches(key, data, batch_size=...)``. Each call permutes ``N``
-    indices (a sort); for very large ``N`` scan over ``epoch_indices`` per epoch instead.
+    indices (a sort): on CPU with ``N = 1797`` that is ~0.9 ms, ten times a small MLP's
+    training step, so a loop should draw ``epoch_indices`` once per epoch (``fit`` does).
 
     Returns a pytree like ``data`` with ``batch_size`` examples.
 

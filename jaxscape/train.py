@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from jaxscape._checks import check_choice, check_key, check_params, check_positive_int
-from jaxscape.data import minibatch
+from jaxscape.data import epoch_indices, minibatch
 
 PyTree = Any
 Callback = Callable[[PyTree, PyTree, jax.Array], PyTree]
@@ -136,49 +136,25 @@ def fit(
         )
     check_choice(fn, "on_nonfinite", on_nonfinite, ("raise", "stop"))
     callbacks = dict(callbacks or {})
-    batch_at = _batcher(fn, key, data, batch_size)
-    step_loss = _step_loss(fn, loss_fn, params, state, batch_at(jnp.zeros((), jnp.int32), data))
+    _check_batching(fn, key, data, batch_size)
+    loop = _Loop(
+        loss_fn,
+        state is not None,
+        optimizer,
+        data is not None,
+        batch_size,
+        every,
+        tuple(callbacks.items()),
+        record_params,
+    )
+    _check_loss(fn, loop, params, state, key, data)
     opt_state = optimizer.init(params)
-
-    def grad_at(params, state, t, data):
-        (loss, new_state), grad = jax.value_and_grad(step_loss, has_aux=True)(
-            params, batch_at(t, data), state
-        )
-        return loss, optax.tree_utils.tree_norm(grad), grad, new_state
-
-    def record(carry, t, data, loss=None, gnorm=None):
-        params, _, state = carry
-        if loss is None:
-            loss, gnorm, _, _ = grad_at(params, state, t, data)
-        rec = {"step": t, "loss": loss, "grad_norm": gnorm}
-        rec["metrics"] = {name: cb(params, state, t) for name, cb in callbacks.items()}
-        rec["params"] = params if record_params else None
-        return rec
-
-    def one_step(data, carry, t):
-        params, opt_state, state = carry
-        loss, gnorm, grad, state = grad_at(params, state, t, data)
-        updates, opt_state = optimizer.update(grad, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state, state), (loss, gnorm)
-
-    def one_window(data, carry, t0):
-        steps = t0 + jnp.arange(every, dtype=jnp.int32)
-        new_carry, (losses, gnorms) = jax.lax.scan(partial(one_step, data), carry, steps)
-        return new_carry, record(carry, t0, data, losses[0], gnorms[0])  # the loss at θ_t0
-
-    @partial(jax.jit, static_argnames="num_windows")
-    def run_chunk(carry, t0, data, num_windows):
-        starts = t0 + every * jnp.arange(num_windows, dtype=jnp.int32)
-        return jax.lax.scan(partial(one_window, data), carry, starts)
-
-    final_record = jax.jit(record)
-
     carry, records, done = (params, opt_state, state), [], 0
     store = None
     if checkpoint_dir is not None:
         config = (batch_size, every, chunk, record_params, sorted(callbacks))
         store = _Checkpoints(Path(checkpoint_dir), _fingerprint(key, carry, data, *config))
-        template = jax.eval_shape(lambda: final_record(carry, jnp.int32(0), data))
+        template = jax.eval_shape(_final_record, loop, carry, key, data, jnp.int32(0))
         restored = store.restore(carry, template, num_steps)
         if restored is not None:
             carry, records, done = restored
@@ -187,7 +163,7 @@ def fit(
     with bar:
         while done < num_steps:
             num = min(chunk, num_steps - done) // every
-            carry, recs = run_chunk(carry, jnp.int32(done), data, num_windows=num)
+            carry, recs = _run_chunk(loop, carry, key, data, jnp.int32(done), num)
             records.append(jax.device_get(recs))
             done += num * every
             finite = bool(np.all(np.isfinite(records[-1]["loss"])))
@@ -197,7 +173,8 @@ def fit(
                 store.save(done, carry, records)
             bar.update(done, float(records[-1]["loss"][-1]))
         if finite:
-            records.append(_add_axis(jax.device_get(final_record(carry, jnp.int32(done), data))))
+            last = _final_record(loop, carry, key, data, jnp.int32(done))
+            records.append(_add_axis(jax.device_get(last)))
             finite = bool(np.isfinite(records[-1]["loss"][0]))
             if store is not None and finite:
                 store.save(done, carry, records)
@@ -269,42 +246,123 @@ def top_eigenvalue_callback(
 # --------------------------------------------------------------------------- helpers
 
 
-def _batcher(fn: str, key: jax.Array, data: PyTree, batch_size: int | None):
+class _Loop(NamedTuple):
+    """The static description of a training loop: hashable, so ``fit`` calls with the same
+    loss function, optimizer and options reuse one compiled program."""
+
+    loss_fn: Callable[..., Any]
+    stateful: bool
+    optimizer: optax.GradientTransformation
+    has_data: bool
+    batch_size: int | None
+    every: int
+    callbacks: tuple[tuple[str, Callback], ...]
+    record_params: bool
+
+
+def _batch(loop: _Loop, key, data, t):
+    if not loop.has_data:
+        return None
+    if loop.batch_size is None:
+        return data
+    return minibatch(key, data, t, batch_size=loop.batch_size)
+
+
+def _step_loss(loop: _Loop, params, batch, state):
+    """``(loss, new_state)`` in either form of ``loss_fn``."""
+    if loop.stateful:
+        return loop.loss_fn(params, batch, state)
+    return loop.loss_fn(params, batch), state
+
+
+def _grad_at(loop: _Loop, params, state, batch):
+    (loss, new_state), grad = jax.value_and_grad(
+        lambda p: _step_loss(loop, p, batch, state), has_aux=True
+    )(params)
+    return loss, optax.tree_utils.tree_norm(grad), grad, new_state
+
+
+def _record(loop: _Loop, carry, key, data, t, loss=None, gnorm=None) -> dict:
+    params, _, state = carry
+    if loss is None:
+        loss, gnorm, _, _ = _grad_at(loop, params, state, _batch(loop, key, data, t))
+    rec = {"step": t, "loss": loss, "grad_norm": gnorm}
+    rec["metrics"] = {name: cb(params, state, t) for name, cb in loop.callbacks}
+    rec["params"] = params if loop.record_params else None
+    return rec
+
+
+@partial(jax.jit, static_argnums=(0, 5))
+def _run_chunk(loop: _Loop, carry, key, data, t0, num_windows: int):
+    """``num_windows × every`` optimizer steps from step ``t0``, one record per window.
+
+    Minibatches are those of ``data.minibatch(key, data, t)``, but the epoch's index table
+    (a permutation: a sort of ``N`` keys, costlier than a small network's step) is computed
+    once per epoch and carried, not once per step.
+    """
+    minibatched = loop.has_data and loop.batch_size is not None
+    if minibatched:
+        n, b = jax.tree.leaves(data)[0].shape[0], loop.batch_size
+        per_epoch = n // b
+
+        def table_of(t):
+            return epoch_indices(key, t // per_epoch, num_examples=n, batch_size=b)
+
+    def one_step(carry, t):
+        params, opt_state, state, table = carry
+        if minibatched:
+            table = jax.lax.cond(t % per_epoch == 0, table_of, lambda _: table, t)
+            rows = table[t % per_epoch]
+            batch = jax.tree.map(lambda a: a[rows], data)
+        else:
+            batch = _batch(loop, key, data, t)
+        loss, gnorm, grad, state = _grad_at(loop, params, state, batch)
+        updates, opt_state = loop.optimizer.update(grad, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return (params, opt_state, state, table), (loss, gnorm)
+
+    def one_window(carry, start):
+        steps = start + jnp.arange(loop.every, dtype=jnp.int32)
+        new_carry, (losses, gnorms) = jax.lax.scan(one_step, carry, steps)
+        return new_carry, _record(loop, carry[:3], key, data, start, losses[0], gnorms[0])
+
+    starts = t0 + loop.every * jnp.arange(num_windows, dtype=jnp.int32)
+    table = table_of(t0) if minibatched else None
+    carry, records = jax.lax.scan(one_window, (*carry, table), starts)
+    return carry[:3], records
+
+
+_final_record = jax.jit(_record, static_argnums=0)
+
+
+def _check_batching(fn: str, key, data, batch_size) -> None:
     if data is None:
         if batch_size is not None:
             raise ValueError(f"{fn}: `batch_size` given but `data` is None.")
-        return lambda t, data: None
-    if batch_size is None:
-        return lambda t, data: data
-    check_positive_int(fn, "batch_size", batch_size)
-    minibatch(key, data, 0, batch_size=batch_size)  # validates data and batch_size eagerly
-    return lambda t, data: minibatch(key, data, t, batch_size=batch_size)
+    elif batch_size is not None:
+        check_positive_int(fn, "batch_size", batch_size)
+        minibatch(key, data, 0, batch_size=batch_size)  # validates data and batch_size
 
 
-def _step_loss(fn: str, loss_fn, params, state, batch):
-    """``(params, batch, state) -> (loss, state)``, checked once on shapes."""
-    if state is None:
-        step_loss = lambda p, b, s: (loss_fn(p, b), s)  # noqa: E731
-    else:
-        step_loss = loss_fn
+def _check_loss(fn: str, loop: _Loop, params, state, key, data) -> None:
+    """``loss_fn`` must return a real scalar (and the state's structure), checked on shapes."""
+    batch = _batch(loop, key, data, jnp.zeros((), jnp.int32))
     try:
-        out = jax.eval_shape(step_loss, params, batch, state)
+        out = jax.eval_shape(loop.loss_fn, params, batch, *([state] if loop.stateful else []))
     except TypeError as err:
-        raise TypeError(
-            f"{fn}: calling `loss_fn` failed ({err}); expected loss_fn(params, batch)"
-            + (" or, with `state`, loss_fn(params, batch, state)." if state is not None else ".")
-        ) from err
-    if not (isinstance(out, tuple) and len(out) == 2):
-        raise TypeError(f"{fn}: with `state`, loss_fn must return (loss, new_state).")
-    loss, new_state = out
-    if getattr(loss, "shape", None) != () or not jnp.issubdtype(loss.dtype, jnp.floating):
+        form = "loss_fn(params, batch, state)" if loop.stateful else "loss_fn(params, batch)"
+        raise TypeError(f"{fn}: calling `loss_fn` failed ({err}); expected {form}.") from err
+    if loop.stateful:
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError(f"{fn}: with `state`, loss_fn must return (loss, new_state).")
+        out, new_state = out
+        if jax.tree.structure(new_state) != jax.tree.structure(state):
+            raise ValueError(f"{fn}: loss_fn returned a state shaped unlike `state`.")
+    if getattr(out, "shape", None) != () or not jnp.issubdtype(out.dtype, jnp.floating):
         raise ValueError(
-            f"{fn}: loss_fn must return a real scalar; got shape {getattr(loss, 'shape', None)}"
-            f" dtype {getattr(loss, 'dtype', type(loss).__name__)}."
+            f"{fn}: loss_fn must return a real scalar; got shape {getattr(out, 'shape', None)}"
+            f" dtype {getattr(out, 'dtype', type(out).__name__)}."
         )
-    if jax.tree.structure(new_state) != jax.tree.structure(state):
-        raise ValueError(f"{fn}: loss_fn returned a state of a different structure than `state`.")
-    return step_loss
 
 
 def _add_axis(record: dict) -> dict:

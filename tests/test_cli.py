@@ -87,6 +87,15 @@ def test_benchmark_quick(tmp_path):
     assert acc["lanczos_top1"]["runs"][-1]["max_rel_err"] < 1e-3  # Lanczos does converge
 
 
+def test_train_benchmark_quick(tmp_path):
+    res = run("benchmarks/bench_train.py", "--quick", "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    rows = json.loads((tmp_path / "bench_train_cpu_quick.json").read_text())["rows"]
+    assert len(rows) == 9
+    assert rows["bare lax.scan loop, permutation per epoch"]["relative_to_bare"] == 1.0
+    assert all(r["wall_s_300"] > 0 for r in rows.values())
+
+
 def test_workload_conv_implementations_agree():
     import sys
 
