@@ -173,6 +173,40 @@ def test_digits_mlp_reaches_90_percent():
     assert acc > 0.90, acc
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "layout", "threshold"),
+    [("cnn", "image", 0.85), ("lstm", "sequence", 0.9), ("residual_bn_mlp", "flat", 0.9)],
+)
+def test_every_model_family_learns_digits(name, layout, threshold):
+    """Each architecture trains with fit (BatchNorm in train mode) to a useful test accuracy
+    (measured 2026-11-22, 600 Adam steps: CNN 0.918, LSTM 0.976, residual BN MLP 0.976)."""
+    pytest.importorskip("sklearn")
+    model = {
+        "cnn": models.CNN((16, 32), 10),
+        "lstm": models.LSTMClassifier(64, 10),
+        "residual_bn_mlp": models.MLP((64, 64, 64, 10), jax.nn.relu, residual=True, norm="batch"),
+    }[name]
+    split = data.train_test_split(
+        jax.random.key(0), data.load_digits(layout=layout), test_fraction=0.25
+    )
+    params, state = models.init_model(jax.random.key(1), model, split.train.x[:2])
+    loss_fn = models.model_loss(model, train=True) if state else models.cross_entropy_loss(model)
+    res = train.fit(
+        jax.random.key(2),
+        loss_fn,
+        params,
+        optax.adam(3e-3),
+        split.train,
+        num_steps=600,
+        batch_size=64,
+        record_every=100,
+        state=state or None,
+    )
+    acc = float(models.accuracy(model, state=res.state)(res.params, split.test))
+    assert acc > threshold, acc
+
+
 def test_compare_optimizers_sees_the_same_batches():
     loss_fn, params, batch = mixture_problem()
     runs = train.compare_optimizers(
