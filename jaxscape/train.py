@@ -88,7 +88,9 @@ def fit(
     each one compiled ``lax.scan``; with ``checkpoint_dir`` each finished chunk is saved with
     Orbax and a rerun with the same arguments resumes from the last one, ending with the same
     params and history, bit for bit on CPU, as an uninterrupted run. A larger ``num_steps``
-    with the same folder continues a finished run.
+    with the same folder continues a finished run. The compiled loop is cached on the identity
+    of ``loss_fn``, ``optimizer`` and the callbacks: reuse the same objects across calls (seeds,
+    resumes) and only the first call compiles.
 
     Args:
       key: PRNG key for the minibatch order.
