@@ -371,3 +371,15 @@ def test_progress_bar_runs(capsys):
     )
     assert res.finite
     assert "steps/s" in capsys.readouterr().err
+
+
+def test_second_call_reuses_the_compiled_loop():
+    loss_fn, params, batch = mixture_problem()
+    opt = optax.sgd(0.1)
+    kw = dict(num_steps=20, batch_size=16, record_every=10)
+    train.fit(jax.random.key(0), loss_fn, params, opt, batch, **kw)
+    size = train._run_chunk._cache_size()
+    train.fit(jax.random.key(1), loss_fn, params, opt, batch, **kw)  # another seed
+    assert train._run_chunk._cache_size() == size
+    train.fit(jax.random.key(1), loss_fn, params, optax.sgd(0.1), batch, **kw)  # new object
+    assert train._run_chunk._cache_size() == size + 1
