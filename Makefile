@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(BIN)/python -m jaxscape spectrum --out $(OUT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 -m "not slow"
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
