@@ -125,27 +125,14 @@ def jax_loss_fn(layers: list[dict[str, Any]], conv_impl: str | None = None):
     import jax
     import jax.numpy as jnp
 
+    from jaxscape.models import conv2d
+
     conv_impl = default_conv_impl() if conv_impl is None else conv_impl
     if conv_impl not in ("xla", "matmul"):
         raise ValueError(f"conv_impl must be 'xla' or 'matmul', got {conv_impl!r}")
 
     def conv(x, W, b, pad):  # x NHWC, W OIHW
-        if conv_impl == "xla":
-            hwio = jnp.transpose(W, (2, 3, 1, 0))
-            dims = ("NHWC", "HWIO", "NHWC")
-            return (
-                jax.lax.conv_general_dilated(
-                    x, hwio, (1, 1), [(pad, pad)] * 2, dimension_numbers=dims
-                )
-                + b
-            )
-        out_ch, in_ch, kh, kw = W.shape
-        xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-        ho, wo = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
-        cols = jnp.concatenate(
-            [xp[:, i : i + ho, j : j + wo, :] for i in range(kh) for j in range(kw)], axis=-1
-        )
-        return cols @ jnp.transpose(W, (2, 3, 1, 0)).reshape(kh * kw * in_ch, out_ch) + b
+        return conv2d(x, jnp.transpose(W, (2, 3, 1, 0)), (pad, pad), conv_impl) + b
 
     def forward(params, x):
         it = iter(params)

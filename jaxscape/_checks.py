@@ -112,3 +112,12 @@ def check_key(fn: str, key: Any) -> None:
         f"{fn}: `key` must be a jax.random key (jax.random.key(0) or PRNGKey(0)), got "
         f"{type(key).__name__} {getattr(key, 'shape', '')}. The key is always the first argument."
     )
+
+
+def check_float_dtype(fn: str, dtype: Any) -> np.dtype:
+    """A floating-point dtype; ``None`` means JAX's default float (float64 under x64)."""
+    if dtype is None:
+        return jnp.dtype(jnp.result_type(float))
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{fn}: `dtype` must be a floating-point dtype, got {dtype!r}.")
+    return jnp.dtype(dtype)

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxscape._checks import check_key, check_positive_int
+from jaxscape._checks import check_float_dtype, check_key, check_positive_int
 
 
 class Dataset(NamedTuple):
@@ -106,7 +106,7 @@ def two_spirals(
     check_key(fn, key)
     n = check_positive_int(fn, "num_examples", num_examples)
     noise, num_turns = _check_nonneg(fn, "noise", noise), _check_nonneg(fn, "num_turns", num_turns)
-    return _two_spirals(key, noise, num_turns, n, _check_float_dtype(fn, dtype))
+    return _two_spirals(key, noise, num_turns, n, check_float_dtype(fn, dtype))
 
 
 @partial(jax.jit, static_argnums=(3, 4))
@@ -152,7 +152,7 @@ def teacher_student_dataset(
             f"{fn}: `num_teacher` must be <= input_dim={d} (orthonormal teacher rows), got {k}."
         )
     noise = _check_nonneg(fn, "noise", noise)
-    return _teacher_student(key, noise, n, d, k, _check_float_dtype(fn, dtype))
+    return _teacher_student(key, noise, n, d, k, check_float_dtype(fn, dtype))
 
 
 @partial(jax.jit, static_argnums=(2, 3, 4, 5))
@@ -193,7 +193,7 @@ def linear_regression(
     d_in = check_positive_int(fn, "input_dim", input_dim)
     d_out = check_positive_int(fn, "output_dim", output_dim)
     noise = _check_nonneg(fn, "noise", noise)
-    return _linear_regression(key, noise, n, d_in, d_out, _check_float_dtype(fn, dtype))
+    return _linear_regression(key, noise, n, d_in, d_out, check_float_dtype(fn, dtype))
 
 
 @partial(jax.jit, static_argnums=(2, 3, 4, 5))
@@ -509,12 +509,6 @@ def _check_nonneg(fn: str, name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < np.inf:
         raise ValueError(f"{fn}: `{name}` must be a finite number >= 0, got {value!r}.")
     return float(value)
-
-
-def _check_float_dtype(fn: str, dtype: Any) -> np.dtype:
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"{fn}: `dtype` must be a floating-point dtype, got {dtype!r}.")
-    return jnp.dtype(dtype)
 
 
 _FILE_LOADERS = ("load_digits", "load_mnist", "load_cifar10", "read_idx", "write_idx")

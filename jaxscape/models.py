@@ -133,17 +133,39 @@ def _default_conv_impl() -> str:
     return "matmul" if jax.default_backend() == "cpu" else "xla"
 
 
-class Conv(nn.Module):
-    """Stride-1 ``'SAME'`` 2-D convolution (NHWC), kernel ``(kh, kw, in, out)`` like ``nn.Conv``.
+def conv2d(
+    x: jax.Array, kernel: jax.Array, padding: tuple[int, int], impl: str | None = None
+) -> jax.Array:
+    """Stride-1 2-D cross-correlation of NHWC ``x`` with an HWIO ``kernel``.
 
-    ``impl="xla"`` calls ``lax.conv_general_dilated``; ``impl="matmul"`` computes the same
-    cross-correlation as shifted slices of the padded input concatenated over the kernel window
-    (im2col) times the reshaped kernel. Both give the same function of the same params. On CPU,
-    XLA runs convolutions inside ``lax`` loop bodies (every jaxscape solver's) 12-20× slower than
-    outside one (jax-ml/jax#12868), and the derivative convolutions of an HVP are hit too; the
-    matmul form has no convolution anywhere. ``impl=None`` picks ``"matmul"`` on CPU, ``"xla"``
-    elsewhere.
+    ``padding = (lo, hi)`` zeros on both spatial axes. ``impl="xla"`` calls
+    ``lax.conv_general_dilated``; ``impl="matmul"`` computes the same function as shifted
+    slices of the padded input concatenated over the kernel window (im2col) times the reshaped
+    kernel. On CPU, XLA runs convolutions inside ``lax`` loop bodies (every jaxscape solver's)
+    12-20× slower than outside one (jax-ml/jax#12868), and the derivative convolutions of an
+    HVP are hit too; the matmul form has no convolution anywhere. ``impl=None`` picks
+    ``"matmul"`` on CPU, ``"xla"`` elsewhere.
     """
+    impl = _default_conv_impl() if impl is None else impl
+    check_choice("conv2d", "impl", impl, ("xla", "matmul"))
+    if impl == "xla":
+        dims = ("NHWC", "HWIO", "NHWC")
+        return jax.lax.conv_general_dilated(
+            x, kernel, (1, 1), [padding, padding], dimension_numbers=dims
+        )
+    kh, kw, cin, cout = kernel.shape
+    xp = jnp.pad(x, ((0, 0), padding, padding, (0, 0)))
+    ho, wo = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+    cols = jnp.concatenate(
+        [xp[:, i : i + ho, j : j + wo, :] for i in range(kh) for j in range(kw)], axis=-1
+    )
+    return cols @ kernel.reshape(kh * kw * cin, cout)
+
+
+class Conv(nn.Module):
+    """Stride-1 ``'SAME'`` 2-D convolution (NHWC), kernel ``(kh, kw, in, out)`` like ``nn.Conv``,
+    computed by ``conv2d`` (``impl``: ``"xla"``, ``"matmul"``, or ``None`` for matmul on CPU —
+    same params, same function)."""
 
     features: int
     kernel_size: int = 3
@@ -157,19 +179,7 @@ class Conv(nn.Module):
             "kernel", nn.initializers.lecun_normal(), (k, k, cin, self.features), self.dtype
         )
         bias = self.param("bias", nn.initializers.zeros, (self.features,), self.dtype)
-        impl = _default_conv_impl() if self.impl is None else self.impl
-        check_choice("Conv", "impl", impl, ("xla", "matmul"))
-        if impl == "xla":
-            dims = ("NHWC", "HWIO", "NHWC")
-            y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=dims)
-            return y + bias
-        lo, hi = (k - 1) // 2, k // 2
-        xp = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
-        h, w = x.shape[1], x.shape[2]
-        cols = jnp.concatenate(
-            [xp[:, i : i + h, j : j + w, :] for i in range(k) for j in range(k)], axis=-1
-        )
-        return cols @ kernel.reshape(k * k * cin, self.features) + bias
+        return conv2d(x, kernel, ((k - 1) // 2, k // 2), self.impl) + bias
 
 
 def _mean_pool2(x: jax.Array) -> jax.Array:

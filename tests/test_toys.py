@@ -705,7 +705,7 @@ def test_bad_input_raises_clear_errors():
         T.relu_neuron_loss(jnp.ones(3), jnp.ones(4))
     with pytest.raises(ValueError, match=r"inputs x must have shape \(N, 2\)"):
         T.sigmoid_neuron_loss(jnp.ones(2), (jnp.ones((4, 3)), jnp.ones(4)))
-    with pytest.raises(ValueError, match="`dtype` must be a floating-point dtype, got int32"):
+    with pytest.raises(TypeError, match=r"`dtype` must be a floating-point dtype, got .*int32"):
         T.random_spins(key, num_spins=4, dtype=jnp.int32)
     with pytest.raises(ValueError, match="`hidden_dim` must be an integer >= 1, got 0"):
         T.saxe_init(jnp.ones((2, 3)), hidden_dim=0, u0=1e-3)

@@ -17,13 +17,6 @@ LossFn = Callable[[PyTree, Any], jax.Array]
 # --------------------------------------------------------------------------- helpers
 
 
-def _dtype(fn: str, dtype: Any) -> jnp.dtype:
-    dtype = jnp.dtype(jnp.result_type(float) if dtype is None else dtype)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"{fn}: `dtype` must be a floating-point dtype, got {dtype}.")
-    return dtype
-
-
 def _vector(fn: str, x: Any, *, size: int | None = None, min_size: int = 1, name="params"):
     shape = jnp.shape(x)
     if len(shape) != 1 or (size is not None and shape[0] != size) or shape[0] < min_size:

@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxscape import _checks
+from jaxscape._checks import check_float_dtype
 from jaxscape.toys._common import (
-    _dtype,
     _float_array,
     _normals,
     _orthonormalize,
@@ -184,7 +184,7 @@ def deep_linear_regression(
             f"{fn}: whitening needs num_examples >= input_dim, got num_examples={n} < "
             f"input_dim={d_in}; pass whiten=False or more examples."
         )
-    dtype = _dtype(fn, dtype)
+    dtype = check_float_dtype(fn, dtype)
     s = None if singular_values is None else jnp.asarray(singular_values, dtype)
     if s is not None and (s.ndim != 1 or not 1 <= s.shape[0] <= min(d_in, d_out)):
         raise ValueError(

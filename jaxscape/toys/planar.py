@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxscape import _checks
-from jaxscape.toys._common import LossFn, _dtype, _vector, _xy
+from jaxscape._checks import check_float_dtype
+from jaxscape.toys._common import LossFn, _vector, _xy
 from jaxscape.toys.linear import deep_linear_chain
 
 # --------------------------------------------------------------------------- 2-D critical points
@@ -94,7 +95,7 @@ def rosenbrock_minimum(*, num_dims: int, a: float = 1.0, dtype=None) -> jax.Arra
     """The global minimum of ``rosenbrock``: ``(a, a²)`` for n = 2, ``(a, ..., a)`` for
     ``a in {0, 1}``; for n ≥ 3 and other ``a`` there is no closed form (ValueError)."""
     n = _checks.check_positive_int("rosenbrock_minimum", "num_dims", num_dims, minimum=2)
-    dtype = _dtype("rosenbrock_minimum", dtype)
+    dtype = check_float_dtype("rosenbrock_minimum", dtype)
     if n == 2:
         return jnp.asarray([a, a * a], dtype)
     if a not in (0.0, 1.0):
@@ -155,7 +156,7 @@ def critical_point_examples(*, dtype=None) -> dict[str, CriticalPointExample]:
     ``quartic_maximum`` / ``monkey_saddle`` share the zero Hessian: any Hessian-based
     classification must answer "degenerate" (inconclusive) for them.
     """
-    dtype = _dtype("critical_point_examples", dtype)
+    dtype = check_float_dtype("critical_point_examples", dtype)
     arr = lambda x: jnp.asarray(x, dtype)  # noqa: E731
     c, s = math.cos(math.pi / 6), math.sin(math.pi / 6)
     valley = [[100 * c * c + s * s, 99 * c * s], [99 * c * s, 100 * s * s + c * c]]

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxscape import _checks
+from jaxscape._checks import check_float_dtype
 from jaxscape.toys._common import (
-    _dtype,
     _normals,
     _orthonormalize,
     _vector,
@@ -118,7 +118,7 @@ def teacher_student(
             f"{fn}: `num_student` must be >= num_teacher={k} (the student must be able to "
             f"express the teacher), got num_student={n}."
         )
-    return _sample_teacher_student(key, d=d, k=k, n=n, dtype=_dtype(fn, dtype))
+    return _sample_teacher_student(key, d=d, k=k, n=n, dtype=check_float_dtype(fn, dtype))
 
 
 @partial(jax.jit, static_argnames=("d", "k", "n", "dtype"))
@@ -215,7 +215,7 @@ def sigmoid_neuron_data(*, num_dims: int, dtype=None):
       ``(x, y)`` with ``x`` of shape ``(2d, d)`` and ``y`` of shape ``(2d,)``.
     """
     d = _checks.check_positive_int("sigmoid_neuron_data", "num_dims", num_dims)
-    dtype = _dtype("sigmoid_neuron_data", dtype)
+    dtype = check_float_dtype("sigmoid_neuron_data", dtype)
     x = np.kron(np.eye(d), [[10.0], [1.0]])
     y = np.tile([0.5, 1 / (1 + math.exp(-2.0))], d)
     return jnp.asarray(x, dtype), jnp.asarray(y, dtype)
@@ -258,7 +258,7 @@ def relu_bad_minimum(*, dtype=None) -> BadMinimum:
     in training of neural networks": bad minima from blind spots and from data a sub-model
     cannot fit), not one of the paper's datasets.
     """
-    dtype = _dtype("relu_bad_minimum", dtype)
+    dtype = check_float_dtype("relu_bad_minimum", dtype)
     arr = lambda v: jnp.asarray(v, dtype)  # noqa: E731
     x = arr([-2.0, -1.0, 1.0, 2.0])
     local = {"w": arr([0.0, 0.0]), "b": arr([1.0, -1.0]), "v": arr([1.0, 1.0]), "c": arr(0.5)}

@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxscape import _checks
-from jaxscape.toys._common import LossFn, _dtype, _vector
+from jaxscape._checks import check_float_dtype
+from jaxscape.toys._common import LossFn, _vector
 
 # --------------------------------------------------------------------------- p-spin glass
 
@@ -44,7 +45,7 @@ def p_spin_glass(key, *, num_spins: int, p: int, dtype=None, max_entries: int = 
     _checks.check_key(fn, key)
     n = _checks.check_positive_int(fn, "num_spins", num_spins, minimum=2)
     p = _checks.check_positive_int(fn, "p", p, minimum=2)
-    dtype = _dtype(fn, dtype)
+    dtype = check_float_dtype(fn, dtype)
     if n**p > max_entries:
         raise ValueError(
             f"{fn}: the dense coupling tensor would have num_spins**p = {n}**{p} = {n**p:,} "
@@ -88,7 +89,7 @@ def random_spins(key, *, num_spins: int, dtype=None) -> jax.Array:
     """A uniformly random point of the sphere ``‖σ‖² = N``."""
     _checks.check_key("random_spins", key)
     n = _checks.check_positive_int("random_spins", "num_spins", num_spins)
-    return project_to_sphere(jax.random.normal(key, (n,), _dtype("random_spins", dtype)))
+    return project_to_sphere(jax.random.normal(key, (n,), check_float_dtype("random_spins", dtype)))
 
 
 def _tangent(x: jax.Array) -> Callable[[jax.Array], jax.Array]:
