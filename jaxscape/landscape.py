@@ -1,0 +1,395 @@
+"""Landscape geometry: the loss along lines and over planes, directions, and trajectory planes.
+
+Every evaluation of many parameter points is one compiled program: the points are built from
+coefficients inside ``jax.lax.map(..., batch_size=chunk_size)`` (``vmap`` within a chunk), so a
+large grid runs in memory bounded by the chunk. Losses take any ``loss_fn(params, batch)``; a
+data set is averaged by passing a stack of equal batches (``data.stack_batches``) with
+``stacked=True``. Trajectories are params with a leading time axis (``fit``'s
+``history.params``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from jaxscape._checks import check_choice, check_key, check_like, check_params
+
+PyTree = Any
+Metric = Callable[[PyTree, Any], jax.Array]
+
+
+class Profile(NamedTuple):
+    """Loss (and metrics) at ``coords``: ``(A,)`` for a line, ``(len(ys), len(xs))`` for a plane.
+
+    Attributes:
+      coords: ``alphas`` of a line, or ``(xs, ys)`` of a plane.
+      loss: the loss at every point.
+      metrics: ``{name: values}`` of the same shape.
+    """
+
+    coords: Any
+    loss: jax.Array
+    metrics: dict[str, jax.Array]
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _evaluator(loss_fn, metrics, stacked: bool):
+    """``params, data -> {"loss": ..., **metrics}``, averaged over a stack of batches."""
+    fns = {"loss": loss_fn, **dict(metrics or {})}
+
+    def on_batch(params, batch):
+        return {name: fn(params, batch) for name, fn in fns.items()}
+
+    if not stacked:
+        return on_batch
+
+    def on_stack(params, batches):
+        return jax.tree.map(jnp.mean, jax.lax.map(lambda b: on_batch(params, b), batches))
+
+    return on_stack
+
+
+def _evaluate_points(point_of, coeffs, evaluate, data, chunk_size):
+    """``evaluate(point_of(c), data)`` for every row ``c`` of ``coeffs``, chunked."""
+    return jax.lax.map(lambda c: evaluate(point_of(c), data), coeffs, batch_size=chunk_size)
+
+
+def _combine(center, coeffs, directions):
+    """``center + Σ_i coeffs[i] · directions[i]`` leafwise, in the params' dtype."""
+
+    def leaf(c, *ds):
+        out = c
+        for a, d in zip(coeffs, ds, strict=True):
+            out = out + a.astype(c.dtype) * d
+        return out
+
+    return jax.tree.map(leaf, center, *directions)
+
+
+def interpolate(
+    loss_fn: Callable[[PyTree, Any], jax.Array],
+    params_a: PyTree,
+    params_b: PyTree,
+    batch: Any,
+    alphas: Any,
+    *,
+    metrics: Mapping[str, Metric] | None = None,
+    stacked: bool = False,
+    chunk_size: int | None = None,
+) -> Profile:
+    """Loss along the line ``θ(α) = (1 - α) a + α b`` (Goodfellow, Vinyals & Saxe 2015).
+
+    ``α`` may leave [0, 1]: Goodfellow et al. plot α ∈ [-0.5, 1.5]; α = 2 with ``a = θ₀``,
+    ``b = θ*`` is the point ``θ₀ + 2(θ* - θ₀)``. All points are one compiled evaluation.
+
+    Args:
+      loss_fn: ``loss_fn(params, batch) -> scalar``.
+      params_a, params_b: the end points (same structure).
+      batch: one batch, or with ``stacked=True`` a stack of equal batches (leading axis) whose
+        mean is taken (e.g. ``data.stack_batches(dataset, batch_size=...)``).
+      alphas: ``(A,)`` coefficients.
+      metrics: ``{name: fn(params, batch) -> scalar}`` evaluated at the same points (accuracy).
+      chunk_size: points evaluated together (``vmap``); ``None`` evaluates all at once.
+
+    Returns:
+      ``Profile(alphas, loss (A,), metrics)``.
+
+    Example::
+
+        prof = interpolate(loss_fn, params0, params_star, batch, jnp.linspace(-0.5, 1.5, 41))
+    """
+    fn = "interpolate"
+    check_params(fn, params_a, "params_a")
+    check_like(fn, params_b, params_a, "params_b")
+    alphas = jnp.asarray(alphas)
+    if alphas.ndim != 1:
+        raise ValueError(f"{fn}: `alphas` must be 1-D, got shape {alphas.shape}.")
+    delta = jax.tree.map(jnp.subtract, params_b, params_a)
+    out = _evaluate_points(
+        lambda a: _combine(params_a, (a,), (delta,)),
+        alphas,
+        _evaluator(loss_fn, metrics, stacked),
+        batch,
+        chunk_size,
+    )
+    return Profile(alphas, out.pop("loss"), out)
+
+
+def surface(
+    loss_fn: Callable[[PyTree, Any], jax.Array],
+    center: PyTree,
+    d1: PyTree,
+    d2: PyTree,
+    batch: Any,
+    xs: Any,
+    ys: Any,
+    *,
+    metrics: Mapping[str, Metric] | None = None,
+    stacked: bool = False,
+    chunk_size: int | None = None,
+) -> Profile:
+    """Loss on the plane ``θ(x, y) = center + x·d1 + y·d2`` (Li et al. 2018).
+
+    Args:
+      loss_fn, batch, metrics, stacked, chunk_size: as in ``interpolate``.
+      center: the plane's origin (params).
+      d1, d2: directions shaped like ``center`` (``random_direction``, ``pca_directions``,
+        ``plane_through``).
+      xs, ys: ``(X,)`` and ``(Y,)`` coordinates.
+
+    Returns:
+      ``Profile((xs, ys), loss (Y, X), metrics)``: row ``i`` is ``y = ys[i]``, as
+      ``plt.contour(xs, ys, loss)`` expects.
+    """
+    fn = "surface"
+    check_params(fn, center, "center")
+    check_like(fn, d1, center, "d1")
+    check_like(fn, d2, center, "d2")
+    xs, ys = jnp.asarray(xs), jnp.asarray(ys)
+    if xs.ndim != 1 or ys.ndim != 1:
+        raise ValueError(f"{fn}: `xs` and `ys` must be 1-D, got {xs.shape} and {ys.shape}.")
+    gx, gy = jnp.meshgrid(xs, ys)
+    coeffs = jnp.stack([gy.ravel(), gx.ravel()], axis=1)
+    out = _evaluate_points(
+        lambda c: _combine(center, (c[1], c[0]), (d1, d2)),
+        coeffs,
+        _evaluator(loss_fn, metrics, stacked),
+        batch,
+        chunk_size,
+    )
+    out = jax.tree.map(lambda v: v.reshape(len(ys), len(xs)), out)
+    return Profile((xs, ys), out.pop("loss"), out)
+
+
+# --------------------------------------------------------------------------- directions
+
+NORMALIZATIONS = ("filter", "layer", "model", None)
+
+
+def random_direction(
+    key: jax.Array,
+    params: PyTree,
+    *,
+    normalization: str | None = "filter",
+    ignore_1d: bool = True,
+    filter_axis: int = -1,
+) -> PyTree:
+    """A Gaussian direction ``d ~ N(0, I)`` shaped like ``params``, normalized to the weights.
+
+    ``normalization``:
+
+    - ``"filter"`` (Li et al. 2018): every filter ``d_f ← d_f / ‖d_f‖ · ‖θ_f‖``, a filter being
+      a slice along ``filter_axis`` of a leaf with ``ndim ≥ 2``: one output unit of a dense
+      kernel or one output channel of a conv kernel. Flax kernels are ``(..., in, out)``, so the
+      default is the last axis; PyTorch's ``(out, in, ...)`` needs ``filter_axis=0``.
+    - ``"layer"``: every leaf ``d_l ← d_l / ‖d_l‖ · ‖θ_l‖``.
+    - ``"model"``: ``d ← d / ‖d‖ · ‖θ‖``.
+    - ``None``: the raw Gaussian.
+
+    1-D and scalar leaves (biases, norm scales) are zeroed with ``ignore_1d=True`` (Li et al.'s
+    ``ignore='biasbn'``); with ``ignore_1d=False`` they are set equal to the weights under
+    ``"filter"`` (as Li et al.'s code does) and normalized like any leaf otherwise. A filter of
+    all-zero weights gets a zero direction.
+
+    Returns:
+      a pytree like ``params``.
+    """
+    fn = "random_direction"
+    check_key(fn, key)
+    check_params(fn, params)
+    check_choice(fn, "normalization", normalization, NORMALIZATIONS)
+    leaves, treedef = jax.tree.flatten(params)
+    leaves = [jnp.asarray(w) for w in leaves]
+    keys = jax.random.split(key, len(leaves))
+    out = []
+    for k, w in zip(keys, leaves, strict=True):
+        x = jax.random.normal(k, w.shape, w.dtype)
+        if w.ndim <= 1 and ignore_1d:
+            x = jnp.zeros_like(w)
+        elif normalization == "filter":
+            x = w if w.ndim <= 1 else _per_filter(x, w, filter_axis)
+        elif normalization == "layer":
+            x = x * _safe_ratio(jnp.linalg.norm(w), jnp.linalg.norm(x))
+        out.append(x)
+    if normalization == "model":  # over the leaves that are not zeroed
+        kept = [(w, x) for w, x in zip(leaves, out, strict=True) if w.ndim > 1 or not ignore_1d]
+        scale = _safe_ratio(_norm([w for w, _ in kept]), _norm([x for _, x in kept]))
+        out = [x * scale for x in out]
+    return jax.tree.unflatten(treedef, out)
+
+
+def _norm(leaves) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in leaves))
+
+
+def _safe_ratio(num, den):
+    return jnp.where(den > 0, num / jnp.where(den > 0, den, 1), 0)
+
+
+def _per_filter(d: jax.Array, w: jax.Array, axis: int) -> jax.Array:
+    axis = axis % w.ndim
+    others = tuple(i for i in range(w.ndim) if i != axis)
+    wn = jnp.sqrt(jnp.sum(jnp.square(w), axis=others, keepdims=True))
+    dn = jnp.sqrt(jnp.sum(jnp.square(d), axis=others, keepdims=True))
+    return d * _safe_ratio(wn, dn)
+
+
+# --------------------------------------------------------------------------- planes
+
+
+class Plane(NamedTuple):
+    """A plane ``center + x·d1 + y·d2`` and the coordinates of the points that define it."""
+
+    center: PyTree
+    d1: PyTree
+    d2: PyTree
+    points: jax.Array
+
+
+def _flat(tree) -> jax.Array:
+    return ravel_pytree(tree)[0]
+
+
+def _orthonormal_plane(u, v) -> tuple[jax.Array, jax.Array]:
+    """Gram-Schmidt of flat ``u``, ``v``: unit ``e1 ∥ u`` and unit ``e2 ⟂ e1``."""
+    e1 = u / jnp.linalg.norm(u)
+    r = v - jnp.dot(v, e1) * e1
+    rn = jnp.linalg.norm(r)
+    if bool(rn <= 1e-12 * jnp.linalg.norm(v)):
+        raise ValueError("the points are collinear: they do not span a plane.")
+    return e1, r / rn
+
+
+def plane_through(params_a: PyTree, params_b: PyTree, params_c: PyTree) -> Plane:
+    """The plane through three solutions (Garipov et al. 2018, Fig. 1).
+
+    Orthonormal basis by Gram-Schmidt: ``d1 = (b - a)/‖b - a‖``, ``d2`` the unit part of
+    ``c - a`` orthogonal to ``d1``; center ``a``. ``points`` holds the ``(x, y)`` coordinates
+    of a, b, c: ``(0, 0)``, ``(‖b - a‖, 0)``, ``(⟨c - a, d1⟩, ⟨c - a, d2⟩)``, so that
+    ``surface(..., xs, ys)`` over a box containing them shows all three.
+    """
+    fn = "plane_through"
+    check_params(fn, params_a, "params_a")
+    check_like(fn, params_b, params_a, "params_b")
+    check_like(fn, params_c, params_a, "params_c")
+    a, unravel = ravel_pytree(params_a)
+    u, v = _flat(params_b) - a, _flat(params_c) - a
+    if not bool(jnp.linalg.norm(u) > 0):
+        raise ValueError(f"{fn}: `params_a` and `params_b` are the same point.")
+    try:
+        e1, e2 = _orthonormal_plane(u, v)
+    except ValueError as err:
+        raise ValueError(f"{fn}: {err}") from err
+    points = jnp.asarray(
+        [[0.0, 0.0], [jnp.linalg.norm(u), 0.0], [jnp.dot(v, e1), jnp.dot(v, e2)]], a.dtype
+    )
+    return Plane(params_a, unravel(e1), unravel(e2), points)
+
+
+def _trajectory_matrix(fn: str, trajectory: PyTree) -> tuple[jax.Array, Callable]:
+    leaves = jax.tree.leaves(trajectory)
+    if not leaves or any(jnp.ndim(x) < 1 for x in leaves):
+        raise ValueError(f"{fn}: `trajectory` must be params with a leading time axis.")
+    steps = {jnp.shape(x)[0] for x in leaves}
+    if len(steps) != 1:
+        raise ValueError(f"{fn}: trajectory leaves have different lengths {sorted(steps)}.")
+    first = jax.tree.map(lambda x: x[0], trajectory)
+    unravel = ravel_pytree(first)[1]
+    mat = jax.vmap(lambda p: ravel_pytree(p)[0])(trajectory)
+    return mat, unravel
+
+
+def pca_directions(
+    trajectory: PyTree, center: PyTree | None = None, *, num_components: int = 2
+) -> tuple[list[PyTree], jax.Array]:
+    """Principal directions of a trajectory around ``center`` (Li et al. 2018, Sec. 7).
+
+    PCA of the rows ``θ_t - center`` (default center: the last point, as Li et al.), computed
+    from the ``T × T`` Gram matrix so memory stays ``O(T·n)``. The directions are unit vectors
+    (orthonormal), ordered by explained variance.
+
+    Returns:
+      ``(directions, explained)``: a list of ``num_components`` params-shaped unit directions,
+      and the fraction of the total squared deviation each explains (Li et al. report these).
+    """
+    fn = "pca_directions"
+    mat, unravel = _trajectory_matrix(fn, trajectory)
+    c = mat[-1] if center is None else _flat(center)
+    if c.shape != mat.shape[1:]:
+        raise ValueError(f"{fn}: `center` has {c.size} params, the trajectory {mat.shape[1]}.")
+    m = mat - c
+    if not 1 <= num_components <= min(m.shape):
+        raise ValueError(
+            f"{fn}: `num_components` must be in [1, {min(m.shape)}], got {num_components}."
+        )
+    evals, evecs = jnp.linalg.eigh(m @ m.T)
+    order = jnp.argsort(evals)[::-1][:num_components]
+    total = jnp.sum(jnp.clip(evals, 0))
+    dirs = []
+    for i in order:
+        d = m.T @ evecs[:, i]
+        dirs.append(unravel(d / jnp.linalg.norm(d)))
+    return dirs, jnp.clip(evals[order], 0) / total
+
+
+def project(trajectory: PyTree, center: PyTree, d1: PyTree, d2: PyTree) -> jax.Array:
+    """Coordinates ``(x_t, y_t)`` of each point of a trajectory in the plane ``(center, d1, d2)``.
+
+    Least squares ``argmin ‖θ_t - center - x·d1 - y·d2‖``; exact for points in the plane, and
+    for orthonormal ``d1, d2`` (``pca_directions``, ``plane_through``) the orthogonal
+    projection. Returns ``(T, 2)``.
+    """
+    fn = "project"
+    mat, _ = _trajectory_matrix(fn, trajectory)
+    basis = jnp.stack([_flat(d1), _flat(d2)], axis=1)
+    coords, *_ = jnp.linalg.lstsq(basis, (mat - _flat(center)).T)
+    return coords.T
+
+
+def goodfellow_plane(trajectory: PyTree) -> Plane:
+    """The plane of Goodfellow, Vinyals & Saxe (2015): the line from the first to the last point
+    of the trajectory, and the main direction in which the trajectory leaves that line.
+
+    ``d1 = (θ_T - θ_0)/‖θ_T - θ_0‖``; ``d2`` is the first principal direction of the points'
+    components orthogonal to ``d1`` (measured from ``θ_0``). Center ``θ_0``; ``points`` holds
+    the projected trajectory ``(T, 2)``.
+    """
+    fn = "goodfellow_plane"
+    mat, unravel = _trajectory_matrix(fn, trajectory)
+    m = mat - mat[0]
+    u = m[-1]
+    if not bool(jnp.linalg.norm(u) > 0):
+        raise ValueError(f"{fn}: the trajectory ends where it starts.")
+    e1 = u / jnp.linalg.norm(u)
+    r = m - jnp.outer(m @ e1, e1)
+    _, evecs = jnp.linalg.eigh(r @ r.T)
+    d = r.T @ evecs[:, -1]
+    if not bool(jnp.linalg.norm(d) > 1e-12 * jnp.linalg.norm(u)):
+        raise ValueError(f"{fn}: the trajectory is a straight line: no second direction.")
+    e2 = d / jnp.linalg.norm(d)
+    coords = jnp.stack([m @ e1, m @ e2], axis=1)
+    return Plane(unravel(mat[0]), unravel(e1), unravel(e2), coords)
+
+
+def random_walk(key: jax.Array, trajectory: PyTree) -> PyTree:
+    """A random path with the trajectory's step lengths (Goodfellow et al. 2015's control).
+
+    Starts at ``θ_0``; step ``t`` moves ``‖θ_{t+1} - θ_t‖`` along an isotropic random unit
+    direction. Projected onto the same plane, it shows what an unstructured path of the same
+    length looks like. Returns params with the trajectory's leading time axis.
+    """
+    fn = "random_walk"
+    check_key(fn, key)
+    mat, unravel = _trajectory_matrix(fn, trajectory)
+    lengths = jnp.linalg.norm(jnp.diff(mat, axis=0), axis=1)
+    steps = jax.random.normal(key, (len(lengths), mat.shape[1]), mat.dtype)
+    steps = steps * (lengths / jnp.linalg.norm(steps, axis=1))[:, None]
+    path = jnp.concatenate([mat[:1], mat[0] + jnp.cumsum(steps, axis=0)])
+    return jax.vmap(unravel)(path)
