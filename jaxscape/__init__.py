@@ -24,8 +24,12 @@ from jaxscape.curvature import (
     taylor_step,
 )
 from jaxscape.landscape import (
+    BasinWidth,
     Plane,
     Profile,
+    Sharpness,
+    basin_width,
+    disagreement,
     goodfellow_plane,
     interpolate,
     pca_directions,
@@ -33,6 +37,7 @@ from jaxscape.landscape import (
     project,
     random_direction,
     random_walk,
+    sharpness,
     surface,
 )
 from jaxscape.models import (
@@ -63,21 +68,24 @@ from jaxscape.train import FitResult, History, compare_optimizers, fit, top_eige
 __version__ = "0.1.0"
 
 __all__ = [
+    "BasinWidth",
     "CNN",
-    "MLP",
     "DeepLinear",
     "Density",
     "Eigs",
     "FitResult",
     "History",
     "LSTMClassifier",
+    "MLP",
     "Plane",
     "Profile",
+    "Sharpness",
     "TaylorStep",
     "TraceEstimate",
     "__version__",
     "accuracy",
     "averaged_operator",
+    "basin_width",
     "combine",
     "compare_optimizers",
     "count_params",
@@ -85,6 +93,7 @@ __all__ = [
     "data",
     "datasets",
     "directional_curvature",
+    "disagreement",
     "eigsh",
     "estimate_trace",
     "fit",
@@ -108,6 +117,7 @@ __all__ = [
     "random_direction",
     "random_walk",
     "restrict",
+    "sharpness",
     "spectral_density",
     "surface",
     "taylor_step",

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from jaxscape._checks import check_choice, check_key, check_like, check_params
+from jaxscape._checks import check_choice, check_key, check_like, check_params, check_positive_int
 
 PyTree = Any
 Metric = Callable[[PyTree, Any], jax.Array]
@@ -393,3 +393,198 @@ def random_walk(key: jax.Array, trajectory: PyTree) -> PyTree:
     steps = steps * (lengths / jnp.linalg.norm(steps, axis=1))[:, None]
     path = jnp.concatenate([mat[:1], mat[0] + jnp.cumsum(steps, axis=0)])
     return jax.vmap(unravel)(path)
+
+
+# --------------------------------------------------------------------------- sharpness, basins
+
+
+class Sharpness(NamedTuple):
+    """``sharpness`` result.
+
+    Attributes:
+      value: ``100 · (max_loss - loss) / (1 + loss)`` (Keskar et al.'s φ).
+      max_loss: the largest loss found in the box.
+      loss: the loss at ``params``.
+      perturbation: the maximizing ``y`` (params-shaped; in the full space also with a
+        subspace).
+      num_steps: ascent steps taken (one gradient each).
+    """
+
+    value: jax.Array
+    max_loss: jax.Array
+    loss: jax.Array
+    perturbation: PyTree
+    num_steps: int
+
+
+def sharpness(
+    key: jax.Array,
+    loss_fn: Callable[[PyTree, Any], jax.Array],
+    params: PyTree,
+    batch: Any,
+    *,
+    epsilon: float = 1e-3,
+    num_steps: int = 20,
+    step_size: float = 0.25,
+    subspace_dim: int | None = None,
+) -> Sharpness:
+    """Keskar et al. (2017) ε-sharpness: ``φ = 100 · (max_{y ∈ C} f(x + A y) - f(x)) / (1 + f(x))``.
+
+    The box is ``C = {y : |y_i| ≤ ε (|(A⁺x)_i| + 1)}``; ``A = I`` by default, or with
+    ``subspace_dim = p`` a random Gaussian ``n × p`` matrix (their random-subspace variant,
+    ``A⁺`` its pseudo-inverse). The maximum is sought by projected sign-gradient ascent,
+    ``y ← clip(y + step_size · b ⊙ sign(∇_y f), -b, b)`` with ``b`` the box half-widths, for
+    ``num_steps`` gradients, **started from a uniform random point of the box**: at an exact
+    minimizer the gradient at ``y = 0`` is zero and an ascent started there reports 0. The
+    largest loss seen along the way is returned. (Keskar et al. used L-BFGS-B; their code was
+    not released.) A lower bound on the true maximum, like any local search.
+
+    Args:
+      key: PRNG key for the start (and the subspace).
+      loss_fn, params, batch: the loss and the point ``x``.
+      epsilon: box size ``ε`` (Keskar et al. report 1e-3 and 5e-4).
+      num_steps: gradient evaluations.
+      step_size: fraction of the box width per step.
+      subspace_dim: ``p`` for the random-subspace variant; ``None`` is the full space.
+
+    Returns:
+      ``Sharpness(value, max_loss, loss, perturbation, num_steps)``.
+    """
+    fn = "sharpness"
+    check_key(fn, key)
+    check_params(fn, params)
+    x, unravel = ravel_pytree(params)
+    k_start, k_sub = jax.random.split(key)
+    if subspace_dim is None:
+        a = None
+        center = x
+    else:
+        p = check_positive_int(fn, "subspace_dim", subspace_dim)
+        a = jax.random.normal(k_sub, (x.size, p), x.dtype) / jnp.sqrt(x.size)
+        center = jnp.linalg.lstsq(a, x)[0]  # A⁺x
+    bound = epsilon * (jnp.abs(center) + 1)
+
+    def loss_at(y):
+        return loss_fn(unravel(x + (y if a is None else a @ y)), batch)
+
+    def step(carry, _):
+        y, best_y, best = carry
+        value, grad = jax.value_and_grad(loss_at)(y)
+        better = value > best
+        best_y, best = jnp.where(better, y, best_y), jnp.where(better, value, best)
+        y = jnp.clip(y + step_size * bound * jnp.sign(grad), -bound, bound)
+        return (y, best_y, best), None
+
+    y0 = jax.random.uniform(k_start, bound.shape, bound.dtype, -1, 1) * bound
+    start = (y0, y0, jnp.asarray(-jnp.inf, jnp.result_type(loss_at(y0))))
+    y, best_y, best = jax.lax.scan(step, start, None, length=num_steps)[0]
+    last = loss_at(y)
+    best_y, best = jnp.where(last > best, y, best_y), jnp.maximum(last, best)
+    f0 = loss_fn(params, batch)
+    shift = best_y if a is None else a @ best_y
+    return Sharpness(100 * (best - f0) / (1 + f0), best, f0, unravel(shift), num_steps)
+
+
+class BasinWidth(NamedTuple):
+    """``basin_width`` result.
+
+    Attributes:
+      widths: ``(num_directions,)`` distance along each direction at which the loss first
+        exceeds ``loss + threshold``; ``inf`` where it does not within ``max_distance``.
+      mean, std: over the directions that reached the threshold.
+      reached: ``(num_directions,)`` whether each did.
+      loss: the loss at ``params``.
+    """
+
+    widths: jax.Array
+    mean: jax.Array
+    std: jax.Array
+    reached: jax.Array
+    loss: jax.Array
+
+
+def basin_width(
+    key: jax.Array,
+    loss_fn: Callable[[PyTree, Any], jax.Array],
+    params: PyTree,
+    batch: Any,
+    *,
+    threshold: float,
+    num_directions: int = 10,
+    max_distance: float = 1.0,
+    num_points: int = 33,
+    num_bisections: int = 30,
+    normalization: str | None = None,
+    chunk_size: int | None = None,
+) -> BasinWidth:
+    """Distance to the basin's rim along random directions (the width measure of Im, Tao &
+    Branson 2016: "Adam finds larger basins").
+
+    Along each direction ``d`` the loss ``L(θ + r d)`` is scanned on ``num_points`` distances in
+    ``[0, max_distance]``; the first ``r`` where ``L ≥ L(θ) + threshold`` is bracketed and then
+    refined by ``num_bisections`` bisections. Directions are Gaussian rescaled to unit norm
+    (``normalization=None``, distances in parameter units), or ``random_direction``'s
+    ``"filter"``/``"layer"``/``"model"`` normalization (distances in units of the direction).
+    For ``L = ½λ‖θ‖²`` at its minimum and unit directions the width is ``√(2·threshold/λ)``.
+
+    Returns:
+      ``BasinWidth(widths, mean, std, reached, loss)``.
+    """
+    fn = "basin_width"
+    check_key(fn, key)
+    check_params(fn, params)
+    check_positive_int(fn, "num_directions", num_directions)
+    if normalization is None:
+        dirs = [
+            random_direction(k, params, normalization=None, ignore_1d=False)
+            for k in jax.random.split(key, num_directions)
+        ]
+        dirs = [jax.tree.map(lambda v, d=d: v / _norm(jax.tree.leaves(d)), d) for d in dirs]
+    else:
+        dirs = [
+            random_direction(k, params, normalization=normalization)
+            for k in jax.random.split(key, num_directions)
+        ]
+    stacked = jax.tree.map(lambda *ds: jnp.stack(ds), *dirs)
+    f0 = loss_fn(params, batch)
+    level = f0 + threshold
+    radii = jnp.linspace(0.0, max_distance, num_points, dtype=jnp.result_type(f0))
+
+    def along(d):
+        def loss_at(r):
+            return loss_fn(_combine(params, (r,), (d,)), batch)
+
+        above = jax.vmap(loss_at)(radii) >= level
+        first = jnp.argmax(above)
+        hit = jnp.any(above)
+        lo, hi = radii[jnp.maximum(first - 1, 0)], radii[first]
+
+        def bisect(_, bracket):
+            lo, hi = bracket
+            mid = 0.5 * (lo + hi)
+            up = loss_at(mid) >= level
+            return jnp.where(up, lo, mid), jnp.where(up, mid, hi)
+
+        lo, hi = jax.lax.fori_loop(0, num_bisections, bisect, (lo, hi))
+        return jnp.where(hit, 0.5 * (lo + hi), jnp.inf), hit
+
+    widths, reached = jax.lax.map(along, stacked, batch_size=chunk_size)
+    finite = jnp.where(reached, widths, 0.0)
+    count = jnp.maximum(jnp.sum(reached), 1).astype(widths.dtype)
+    mean = jnp.sum(finite) / count
+    std = jnp.sqrt(jnp.sum(jnp.where(reached, (widths - mean) ** 2, 0.0)) / count)
+    nan = jnp.asarray(jnp.nan, mean.dtype)
+    any_hit = jnp.any(reached)
+    return BasinWidth(
+        widths, jnp.where(any_hit, mean, nan), jnp.where(any_hit, std, nan), reached, f0
+    )
+
+
+def disagreement(
+    apply_fn: Callable[[PyTree, jax.Array], jax.Array], params_a: PyTree, params_b: PyTree, x: Any
+) -> jax.Array:
+    """Fraction of inputs on which two solutions predict different classes (argmax of
+    ``apply_fn(params, x)``): how differently two solutions — e.g. those Adam and SGD reach
+    from one initialization — behave on the same data, beyond their loss and accuracy."""
+    pa, pb = jnp.argmax(apply_fn(params_a, x), -1), jnp.argmax(apply_fn(params_b, x), -1)
+    return jnp.mean((pa != pb).astype(jnp.result_type(float)))

@@ -178,3 +178,78 @@ def test_bad_input():
     with pytest.raises(ValueError, match="straight line"):
         line = {"w": jnp.outer(jnp.linspace(0.0, 1.0, 5, dtype=F64), jnp.ones(3, F64))}
         landscape.goodfellow_plane(line)
+
+
+def iso_quadratic(lam):
+    return lambda params, batch: 0.5 * lam * jnp.sum(params["w"] ** 2)
+
+
+@pytest.mark.parametrize("eps", [1e-3, 5e-2])
+def test_sharpness_of_a_quadratic_is_the_box_maximum(eps):
+    lam = np.asarray(LAM)
+    at_min = {"w": jnp.zeros(3, F64)}
+    loss0 = lambda p, b: quadratic(p, jnp.zeros(3, F64))  # noqa: E731
+    res = landscape.sharpness(jax.random.key(0), loss0, at_min, None, epsilon=eps)
+    want = 0.5 * np.sum(lam * eps**2)  # every corner of the box |y| <= eps
+    assert abs(float(res.max_loss) - want) < 1e-12 * want
+    assert abs(float(res.value) - 100 * want) < 1e-10 * want  # not 0: random start
+    x = jnp.asarray([1.0, -2.0, 0.5], F64)
+    res = landscape.sharpness(jax.random.key(1), loss0, {"w": x}, None, epsilon=eps)
+    b = eps * (np.abs(np.asarray(x)) + 1)
+    want = 0.5 * np.sum(lam * (np.abs(np.asarray(x)) + b) ** 2)
+    f0 = 0.5 * np.sum(lam * np.asarray(x) ** 2)
+    assert abs(float(res.max_loss) - want) < 1e-12 * want
+    assert abs(float(res.value) - 100 * (want - f0) / (1 + f0)) < 1e-9
+    np.testing.assert_allclose(np.abs(res.perturbation["w"]), b, rtol=1e-12)
+
+
+def test_sharpness_in_a_random_subspace_stays_in_its_box():
+    loss0 = lambda p, b: quadratic(p, jnp.zeros(3, F64))  # noqa: E731
+    res = landscape.sharpness(
+        jax.random.key(2), loss0, {"w": jnp.zeros(3, F64)}, None, epsilon=0.1, subspace_dim=2
+    )
+    a = jax.random.normal(jax.random.split(jax.random.key(2))[1], (3, 2), F64) / jnp.sqrt(3.0)
+    corners = np.asarray([[sx, sy] for sx in (-0.1, 0.1) for sy in (-0.1, 0.1)]) @ np.asarray(a).T
+    brute = max(0.5 * np.sum(np.asarray(LAM) * c**2) for c in corners)  # convex: a corner
+    assert 0 < float(res.max_loss) <= brute + 1e-12
+    z = np.linalg.lstsq(np.asarray(a), np.asarray(res.perturbation["w"]), rcond=None)[0]
+    assert np.all(np.abs(z) <= 0.1 + 1e-12)
+
+
+def test_basin_width_of_an_isotropic_quadratic():
+    lam, tau = 4.0, 0.02
+    params = {"w": jnp.zeros(6, F64)}
+    res = landscape.basin_width(
+        jax.random.key(0),
+        iso_quadratic(lam),
+        params,
+        None,
+        threshold=tau,
+        num_directions=5,
+        max_distance=1.0,
+    )
+    np.testing.assert_allclose(res.widths, np.sqrt(2 * tau / lam), rtol=1e-8)
+    assert bool(jnp.all(res.reached)) and float(res.std) < 1e-8
+    far = landscape.basin_width(
+        jax.random.key(0),
+        iso_quadratic(lam),
+        params,
+        None,
+        threshold=10.0,
+        num_directions=2,
+        max_distance=1.0,
+    )
+    assert not bool(jnp.any(far.reached)) and bool(jnp.all(jnp.isinf(far.widths)))
+    assert bool(jnp.isnan(far.mean))
+
+
+def test_disagreement_counts_differing_predictions():
+    x = jnp.eye(4, dtype=F64)
+
+    def apply_fn(p, x):
+        return x @ p
+
+    a = jnp.eye(4, dtype=F64)
+    b = a[:, [0, 1, 3, 2]]  # swaps the predictions of inputs 2 and 3
+    assert float(landscape.disagreement(apply_fn, a, a, x)) == 0.0
+    assert float(landscape.disagreement(apply_fn, a, b, x)) == 0.5
