@@ -68,15 +68,15 @@ from jaxscape.train import FitResult, History, compare_optimizers, fit, top_eige
 __version__ = "0.1.0"
 
 __all__ = [
-    "BasinWidth",
     "CNN",
+    "MLP",
+    "BasinWidth",
     "DeepLinear",
     "Density",
     "Eigs",
     "FitResult",
     "History",
     "LSTMClassifier",
-    "MLP",
     "Plane",
     "Profile",
     "Sharpness",
