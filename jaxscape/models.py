@@ -85,12 +85,14 @@ class LayerNorm(nn.Module):
         return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
 
 
-def _norm(kind: str | None, train: bool, dtype: Any, name: str) -> Callable[[jax.Array], jax.Array]:
+def _norm(
+    kind: str | None, train: bool, dtype: Any, name: str, momentum: float = 0.9
+) -> Callable[[jax.Array], jax.Array]:
     if kind is None:
         return lambda x: x
     if kind == "layer":
         return LayerNorm(dtype=dtype, name=name)
-    return BatchNorm(use_running_average=not train, dtype=dtype, name=name)
+    return BatchNorm(use_running_average=not train, momentum=momentum, dtype=dtype, name=name)
 
 
 class MLP(nn.Module):
@@ -103,6 +105,7 @@ class MLP(nn.Module):
         whose width equals its input width (He et al. 2016).
       norm: ``None``, ``"layer"`` (LayerNorm) or ``"batch"`` (BatchNorm: state ``batch_stats``).
       dtype: parameter and computation dtype.
+      bn_momentum: BatchNorm running-average momentum.
 
     Example::
 
@@ -115,6 +118,7 @@ class MLP(nn.Module):
     residual: bool = False
     norm: str | None = None
     dtype: Any = jnp.float32
+    bn_momentum: float = 0.9
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -124,7 +128,9 @@ class MLP(nn.Module):
             h = nn.Dense(width, dtype=self.dtype, param_dtype=self.dtype, name=f"Dense_{i}")(x)
             if i == len(self.features) - 1:
                 return h
-            h = self.activation(_norm(self.norm, train, self.dtype, f"Norm_{i}")(h))
+            h = self.activation(
+                _norm(self.norm, train, self.dtype, f"Norm_{i}", self.bn_momentum)(h)
+            )
             x = x + h if self.residual and h.shape == x.shape else h
         return x
 
@@ -207,7 +213,7 @@ class CNN(nn.Module):
       residual: basic residual blocks instead of single convs.
       pool: global pooling at the end, ``"mean"`` or ``"max"``.
       conv_impl: ``"xla"``, ``"matmul"`` or ``None`` (see ``Conv``: matmul on CPU).
-      activation, dtype: as in ``MLP``.
+      activation, dtype, bn_momentum: as in ``MLP``.
     """
 
     channels: Sequence[int] = (16, 32)
@@ -219,6 +225,7 @@ class CNN(nn.Module):
     conv_impl: str | None = None
     activation: Callable[[jax.Array], jax.Array] = nn.relu
     dtype: Any = jnp.float32
+    bn_momentum: float = 0.9
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -233,10 +240,14 @@ class CNN(nn.Module):
             if b:
                 x = _mean_pool2(x)
             h = self.activation(
-                _norm(self.norm, train, self.dtype, f"Norm_{b}")(conv(c, f"Conv_{b}")(x))
+                _norm(self.norm, train, self.dtype, f"Norm_{b}", self.bn_momentum)(
+                    conv(c, f"Conv_{b}")(x)
+                )
             )
             if self.residual:
-                h = _norm(self.norm, train, self.dtype, f"Norm_{b}b")(conv(c, f"Conv_{b}b")(h))
+                h = _norm(self.norm, train, self.dtype, f"Norm_{b}b", self.bn_momentum)(
+                    conv(c, f"Conv_{b}b")(h)
+                )
                 skip = x if x.shape[-1] == c else conv(c, f"Skip_{b}", 1)(x)
                 h = self.activation(h + skip)
             x = h
@@ -457,6 +468,53 @@ def accuracy(model: nn.Module, *, state: PyTree = None) -> Callable[[PyTree, Any
         return jnp.mean(predicted == jnp.asarray(batch[1]).astype(predicted.dtype))
 
     return accuracy_fn
+
+
+def recompute_batch_stats(model: nn.Module, params: PyTree, state: PyTree, x: jax.Array) -> PyTree:
+    """BatchNorm statistics of ``x`` at ``params``: a train-mode pass with momentum 0, so every
+    running mean and variance becomes the batch statistic (the "BN refresh" of Garipov et al.
+    2018 at points of a curve). ``model`` must have a ``bn_momentum`` field (``MLP``, ``CNN``).
+    """
+    if not hasattr(model, "bn_momentum"):
+        raise TypeError(
+            f"recompute_batch_stats: {type(model).__name__} has no `bn_momentum` field; "
+            "use jaxscape's MLP or CNN, or recompute the statistics yourself."
+        )
+    fresh = model.clone(bn_momentum=0.0)
+    _, new_state = fresh.apply({"params": params, **state}, x, train=True, mutable=list(state))
+    return dict(new_state)
+
+
+def path_loss(
+    model: nn.Module,
+    output_loss: str | OutputLoss = "cross_entropy",
+    *,
+    state: PyTree,
+    stats_x: jax.Array | None = None,
+) -> Callable[[PyTree, Any], jax.Array]:
+    """Loss of a BatchNorm model at points along a path (lines, planes, curves), two ways.
+
+    - ``stats_x=None``: the running statistics stay fixed at ``state`` (usually an endpoint's).
+      The points between two solutions are then normalized with statistics that belong to
+      neither, which can show a barrier that is an artefact of stale statistics.
+    - ``stats_x`` given: at every point the statistics are first recomputed on ``stats_x``
+      (``recompute_batch_stats``), then the loss is evaluated in eval mode: the loss of the
+      network one would deploy at that point. Costs one extra forward pass on ``stats_x`` per
+      point. Garipov et al. (2018) recompute them; many reported barriers do not.
+
+    Either way the result is ``loss_fn(params, batch)``, a pure function of params for
+    ``interpolate``, ``surface`` and the curve tools.
+    """
+    fn = _output_loss(output_loss)
+    if stats_x is None:
+        return model_loss(model, fn, state=state)
+
+    def loss_fn(params, batch):
+        fresh = recompute_batch_stats(model, params, state, stats_x)
+        outputs = model.apply({"params": params, **fresh}, batch[0], train=False)
+        return fn(outputs, batch[1])
+
+    return loss_fn
 
 
 def from_apply(

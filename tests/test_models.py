@@ -271,3 +271,20 @@ def test_ggn_from_model_matches_dense_for_mse():
     hess = jaxscape.hessian_matrix(models.mse_loss(model), params, (x, y))
     want = hess @ jax.flatten_util.ravel_pytree(v)[0]
     assert rel_err(jax.flatten_util.ravel_pytree(ggn)[0], want) < EXACT
+
+
+def test_recomputed_batch_stats_and_the_two_path_losses():
+    model = models.MLP((6, 3), norm="batch", activation=lambda h: h, dtype=F64)
+    x, y = jax.random.normal(jax.random.key(0), (32, 4), F64), labels(32)
+    params, state = models.init_model(jax.random.key(1), model, x)
+    fresh = models.recompute_batch_stats(model, params, state, x)
+    pre = x @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"]
+    np.testing.assert_allclose(fresh["batch_stats"]["Norm_0"]["mean"], pre.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(fresh["batch_stats"]["Norm_0"]["var"], pre.var(0), rtol=1e-12)
+    fixed = models.path_loss(model, state=state)
+    refreshed = models.path_loss(model, state=state, stats_x=x)
+    want = models.cross_entropy_loss(model, state=fresh)(params, (x, y))
+    assert abs(float(refreshed(params, (x, y))) - float(want)) < 1e-12
+    assert abs(float(fixed(params, (x, y))) - float(want)) > 1e-6  # init stats are 0 / 1
+    with pytest.raises(TypeError, match="has no `bn_momentum` field"):
+        models.recompute_batch_stats(models.LSTMClassifier(4, 2), params, state, x)
