@@ -96,6 +96,16 @@ def test_train_benchmark_quick(tmp_path):
     assert all(r["wall_s_300"] > 0 for r in rows.values())
 
 
+def test_landscape_benchmark_quick(tmp_path):
+    res = run("benchmarks/bench_landscape.py", "--quick", "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    data = json.loads((tmp_path / "bench_landscape_cpu_quick.json").read_text())
+    wl = data["workloads"]["mlp-small"]
+    assert len(wl["rows"]) == 4 and wl["max_abs_diff_line_vs_loop"] < 1e-5
+    mem = data["memory"]["mlp-small"]
+    assert mem["4"]["temp_bytes"] < mem["121"]["temp_bytes"]  # bounded by the chunk
+
+
 def test_workload_conv_implementations_agree():
     import sys
 
