@@ -219,6 +219,13 @@ def accuracy_study(name: str, quick: bool) -> dict[str, Any]:
     return result
 
 
+def result_path(out: str | Path, stem: str, quick: bool) -> Path:
+    """``out/<stem>_<platform>[_quick].json``, the folder created."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{stem}_{jax.devices()[0].platform}{'_quick' if quick else ''}.json"
+
+
 def environment() -> dict[str, Any]:
     dev = jax.devices()[0]
     return {
@@ -298,10 +305,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     env = environment()
     print(f"jaxscape HVP benchmark on {env['device']} ({env['cpu_count']} CPUs), jax {env['jax']}")
     results: dict[str, Any] = {"environment": env, "workloads": {}, "accuracy": {}}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = "bench_hvp" if names else "bench_accuracy"  # an accuracy-only run keeps its own file
-    path = out / f"{stem}_{jax.devices()[0].platform}{'_quick' if args.quick else ''}.json"
+    path = result_path(args.out, stem, args.quick)
     for name in names:
         results["workloads"][name] = bench_workload(name, args.repeats, args.quick, args.budget)
         path.write_text(json.dumps(results, indent=2))  # written as it goes

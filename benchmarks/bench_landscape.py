@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).parent))
 import workloads as W
-from bench_hvp import environment, timed
+from bench_hvp import environment, result_path, timed
 
 import jaxscape as js
 
@@ -154,16 +154,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "chunk": args.chunk,
         "workloads": {},
     }
+    path = result_path(args.out, "bench_landscape", args.quick)
     for name in names:
         print(f"{name}:")
         result["workloads"][name] = bench_workload(name, num_line, grid, args.chunk, repeats)
+        path.write_text(json.dumps(result, indent=2))  # written as it goes
     mem_name = "mlp-small" if args.quick else "mlp"
     mem_grid, chunks = (11, [4, 121]) if args.quick else (101, [8, 64, 512, 101 * 101])
     print(f"memory ({mem_name}):")
     result["memory"] = {mem_name: memory_study(mem_name, mem_grid, chunks)}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"bench_landscape_{jax.default_backend()}{'_quick' if args.quick else ''}.json"
     path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
     return result

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -31,6 +30,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_hvp import environment, result_path
 
 import jaxscape as js
 from jaxscape import data
@@ -197,16 +199,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "params": js.count_params(params),
         },
         "rows": rows,
-        "environment": {
-            "platform": jax.default_backend(),
-            "jax": jax.__version__,
-            "machine": platform.machine(),
-            "python": sys.version.split()[0],
-        },
+        "environment": environment(),
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"bench_train_{jax.default_backend()}{'_quick' if args.quick else ''}.json"
+    path = result_path(args.out, "bench_train", args.quick)
     path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
     return result
