@@ -121,3 +121,9 @@ def check_float_dtype(fn: str, dtype: Any) -> np.dtype:
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"{fn}: `dtype` must be a floating-point dtype, got {dtype!r}.")
     return jnp.dtype(dtype)
+
+
+def check_optimizer(fn: str, optimizer: Any) -> None:
+    """An Optax ``GradientTransformation`` (anything with ``init`` and ``update``)."""
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise TypeError(f"{fn}: `optimizer` must be an optax.GradientTransformation.")

@@ -37,12 +37,15 @@ from jaxscape._checks import (
     check_choice,
     check_key,
     check_like,
+    check_optimizer,
     check_params,
     check_positive_int,
     check_scalar_loss,
     is_concrete,
 )
+from jaxscape._util import chunked_map
 from jaxscape.data import minibatch
+from jaxscape.landscape import interpolate
 
 PyTree = Any
 LossFn = Callable[[PyTree, Any], jax.Array]
@@ -150,8 +153,7 @@ def fit_curve(
     path = CURVES[check_choice(fn, "curve", curve, tuple(CURVES))]
     num_steps = check_positive_int(fn, "num_steps", num_steps)
     num_t = check_positive_int(fn, "num_t_samples", num_t_samples)
-    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-        raise TypeError(f"{fn}: `optimizer` must be an optax.GradientTransformation.")
+    check_optimizer(fn, optimizer)
     if batch_size is not None:
         check_positive_int(fn, "batch_size", batch_size)
         if data is None:
@@ -197,13 +199,15 @@ def _first(data: PyTree) -> PyTree:
     return jax.tree.map(lambda x: x[:1], data)
 
 
-def _map_ts(fn: str, f: Callable[[jax.Array], jax.Array], ts: Any, chunk_size: int | None):
+def _check_ts(fn: str, ts: Any) -> jax.Array:
     ts = jnp.asarray(ts)
     if ts.ndim != 1:
         raise ValueError(f"{fn}: `ts` must be a 1-D array of positions, got shape {ts.shape}.")
-    if chunk_size is None:
-        return jax.vmap(f)(ts)
-    return jax.lax.map(f, ts, batch_size=check_positive_int(fn, "chunk_size", chunk_size))
+    return ts
+
+
+def _map_ts(fn: str, f: Callable[[jax.Array], jax.Array], ts: Any, chunk_size: int | None):
+    return chunked_map(f, _check_ts(fn, ts), chunk_size, fn)
 
 
 def curve_losses(
@@ -244,12 +248,8 @@ def line_losses(
     ``θ = (a + b)/2``, i.e. the curve ``fit_curve`` starts from. Arguments and return value as
     in ``curve_losses``.
     """
-    check_like("line_losses", params_b, params_a, "params_b")
-
-    def point(t):
-        return jax.tree.map(lambda a, b: a + jnp.asarray(t, a.dtype) * (b - a), params_a, params_b)
-
-    return _map_ts("line_losses", lambda t: loss_fn(point(t), batch), ts, chunk_size)
+    ts = _check_ts("line_losses", ts)
+    return interpolate(loss_fn, params_a, params_b, batch, ts, chunk_size=chunk_size).loss
 
 
 def barrier(losses: Any, ts: Any = None) -> jax.Array:

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from jaxscape._checks import check_choice, check_key, check_like, check_params, check_positive_int
+from jaxscape._util import chunked_map
 
 PyTree = Any
 Metric = Callable[[PyTree, Any], jax.Array]
@@ -58,7 +59,7 @@ def _evaluator(loss_fn, metrics, stacked: bool):
 
 def _evaluate_points(point_of, coeffs, evaluate, data, chunk_size):
     """``evaluate(point_of(c), data)`` for every row ``c`` of ``coeffs``, chunked."""
-    return jax.lax.map(lambda c: evaluate(point_of(c), data), coeffs, batch_size=chunk_size)
+    return chunked_map(lambda c: evaluate(point_of(c), data), coeffs, chunk_size)
 
 
 def _combine(center, coeffs, directions):
@@ -539,7 +540,8 @@ def basin_width(
             random_direction(k, params, normalization=None, ignore_1d=False)
             for k in jax.random.split(key, num_directions)
         ]
-        dirs = [jax.tree.map(lambda v, d=d: v / _norm(jax.tree.leaves(d)), d) for d in dirs]
+        norms = [_norm(jax.tree.leaves(d)) for d in dirs]
+        dirs = [jax.tree.map(lambda v, n=n: v / n, d) for d, n in zip(dirs, norms, strict=True)]
     else:
         dirs = [
             random_direction(k, params, normalization=normalization)

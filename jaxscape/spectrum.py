@@ -23,6 +23,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from jaxscape import _checks, _krylov
+from jaxscape._util import chunked_map
 from jaxscape.curvature import Matvec, PyTree
 
 WHICH = ("LA", "SA", "LM", "BE")
@@ -288,7 +289,7 @@ def estimate_trace(
     m = _checks.check_positive_int(fn, "num_matvecs", num_matvecs, minimum)
     flat_mv, flat, _ = _flatten(fn, matvec, params)
     n, dtype = flat.size, flat.dtype
-    apply = lambda X: _map(flat_mv, X, batch_size)  # noqa: E731
+    apply = lambda X: chunked_map(flat_mv, X, batch_size, "estimate_trace", "batch_size")  # noqa: E731
 
     if method == "hutchinson":
         Z = jax.random.rademacher(key, (m, n), dtype)
@@ -365,7 +366,9 @@ def spectral_density(
         valid = theta <= bound
         return jnp.where(valid, theta, 0), jnp.where(valid, U[0] ** 2, 0), state.finite
 
-    nodes, weights, finite = _map(quadrature, probes, batch_size)
+    nodes, weights, finite = chunked_map(
+        quadrature, probes, batch_size, "spectral_density", "batch_size"
+    )
     finite = jnp.all(finite)
     nodes = jnp.where(finite, nodes, jnp.nan)
     has_weight = weights > 0
@@ -446,14 +449,6 @@ def _flatten(fn: str, matvec: Matvec, params: PyTree):
         return ravel_pytree(matvec(unravel(x)))[0]
 
     return flat_mv, flat, unravel
-
-
-def _map(f, xs, batch_size):
-    if batch_size is None:
-        return jax.vmap(f)(xs)
-    return lax.map(
-        f, xs, batch_size=_checks.check_positive_int("lax.map", "batch_size", batch_size)
-    )
 
 
 def _default_tol(dtype) -> float:

@@ -23,7 +23,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxscape._checks import check_choice, check_key, check_params, check_positive_int
+from jaxscape._checks import (
+    check_choice,
+    check_key,
+    check_optimizer,
+    check_params,
+    check_positive_int,
+)
 from jaxscape.data import epoch_indices, minibatch
 
 PyTree = Any
@@ -122,8 +128,7 @@ def fit(
     fn = "fit"
     check_key(fn, key)
     check_params(fn, params)
-    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-        raise TypeError(f"{fn}: `optimizer` must be an optax.GradientTransformation.")
+    check_optimizer(fn, optimizer)
     num_steps = check_positive_int(fn, "num_steps", num_steps, minimum=0)
     every = max(1, num_steps // 100) if record_every is None else record_every
     every = check_positive_int(fn, "record_every", every)
