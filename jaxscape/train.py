@@ -104,7 +104,9 @@ def fit(
         ``loss_fn(params, batch, state) -> (loss, new_state)`` (``models.model_loss(...,
         train=True)``, e.g. BatchNorm statistics).
       params: initial params (a pytree of float arrays).
-      optimizer: an ``optax.GradientTransformation``.
+      optimizer: an ``optax.GradientTransformation``. A ``GradientTransformationExtraArgs``
+        (``optax.lbfgs``, ``jaxscape.optim.saddle_free_newton``, ...) is also given
+        ``value``, ``grad`` and ``value_fn`` (the minibatch loss as a function of params).
       data: a pytree of arrays sharing a leading example axis (``(x, y)``), or ``None`` for
         losses without data (``loss_fn(params, None)``, e.g. the toys).
       num_steps: optimizer steps, a multiple of ``record_every``.
@@ -289,6 +291,21 @@ def _grad_at(loop: _Loop, params, state, batch):
     return loss, optax.tree_utils.tree_norm(grad), grad, new_state
 
 
+def _update(loop: _Loop, grad, opt_state, params, loss, batch, state):
+    """``optimizer.update``; transformations with extra arguments (``optax.lbfgs``, jaxscape's
+    ``saddle_free_newton``, ``entropy_sgd``) also get ``value``, ``grad`` and ``value_fn``, the
+    loss on this step's minibatch as a function of params, as Optax's line searches expect."""
+    if not isinstance(loop.optimizer, optax.GradientTransformationExtraArgs):
+        return loop.optimizer.update(grad, opt_state, params)
+
+    def value_fn(p):
+        return _step_loss(loop, p, batch, state)[0]
+
+    return loop.optimizer.update(
+        grad, opt_state, params, value=loss, grad=grad, value_fn=value_fn
+    )
+
+
 def _record(loop: _Loop, carry, key, data, t, loss=None, gnorm=None) -> dict:
     params, _, state = carry
     if loss is None:
@@ -323,8 +340,9 @@ def _run_chunk(loop: _Loop, carry, key, data, t0, num_windows: int):
             batch = jax.tree.map(lambda a: a[rows], data)
         else:
             batch = _batch(loop, key, data, t)
-        loss, gnorm, grad, state = _grad_at(loop, params, state, batch)
-        updates, opt_state = loop.optimizer.update(grad, opt_state, params)
+        loss, gnorm, grad, new_state = _grad_at(loop, params, state, batch)
+        updates, opt_state = _update(loop, grad, opt_state, params, loss, batch, state)
+        state = new_state
         params = optax.apply_updates(params, updates)
         return (params, opt_state, state, table), (loss, gnorm)
 
