@@ -301,9 +301,7 @@ def _update(loop: _Loop, grad, opt_state, params, loss, batch, state):
     def value_fn(p):
         return _step_loss(loop, p, batch, state)[0]
 
-    return loop.optimizer.update(
-        grad, opt_state, params, value=loss, grad=grad, value_fn=value_fn
-    )
+    return loop.optimizer.update(grad, opt_state, params, value=loss, grad=grad, value_fn=value_fn)
 
 
 def _record(loop: _Loop, carry, key, data, t, loss=None, gnorm=None) -> dict:
@@ -403,12 +401,35 @@ def _fingerprint(key, carry, data, *config) -> str:
     """Hash of the key, the initial params/optimizer state/state, the data and the options."""
     h = hashlib.sha256()
     for leaf in jax.tree.leaves((jax.random.key_data(key), carry, data)):
-        arr = np.asarray(leaf)
+        arr = _storable(leaf)
         h.update(f"{arr.dtype}{arr.shape}".encode())
         h.update(np.ascontiguousarray(arr).tobytes())
     h.update(str(jax.tree.structure(carry)).encode())
     h.update(repr(config).encode())
     return h.hexdigest()
+
+
+def _is_key(x) -> bool:
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def _storable(x) -> np.ndarray:
+    """A NumPy array of ``x``; typed PRNG keys (in an optimizer's state) as their key data."""
+    return np.asarray(jax.random.key_data(x) if _is_key(x) else x)
+
+
+def _abstract(x) -> jax.ShapeDtypeStruct:
+    if _is_key(x):
+        x = jax.random.key_data(x)
+    return jax.ShapeDtypeStruct(x.shape, x.dtype)
+
+
+def _unstore(saved, live):
+    """The restored leaf, typed PRNG keys rewrapped with the live leaf's implementation."""
+    if _is_key(live):
+        return jax.random.wrap_key_data(jnp.asarray(saved), impl=jax.random.key_impl(live))
+    return saved
 
 
 class _Checkpoints:
@@ -437,7 +458,7 @@ class _Checkpoints:
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(
-                    {f"{i:06d}": np.asarray(x) for i, x in enumerate(leaves)}
+                    {f"{i:06d}": _storable(x) for i, x in enumerate(leaves)}
                 ),
                 meta=ocp.args.JsonSave(meta),
             ),
@@ -466,13 +487,13 @@ class _Checkpoints:
         history = jax.tree.map(
             lambda s: jax.ShapeDtypeStruct((meta["num_records"], *s.shape), s.dtype), record
         )
-        template = (jax.eval_shape(lambda: carry), history)
-        leaves, treedef = jax.tree.flatten(template)
-        abstract = {f"{i:06d}": x for i, x in enumerate(leaves)}
+        live, treedef = jax.tree.flatten((carry, history))
+        abstract = {f"{i:06d}": _abstract(x) for i, x in enumerate(live)}
         saved = self.manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
         ).state
-        carry, history = jax.tree.unflatten(treedef, [saved[k] for k in sorted(abstract)])
+        restored = [_unstore(saved[f"{i:06d}"], x) for i, x in enumerate(live)]
+        carry, history = jax.tree.unflatten(treedef, restored)
         carry = jax.tree.map(jnp.asarray, carry)
         history = jax.tree.map(np.asarray, history)
         if history["step"].size and history["step"][-1] == step:

@@ -284,6 +284,36 @@ def test_killed_run_resumes_bit_for_bit(tmp_path):
     assert len(resumed.history.step) == KW["num_steps"] // KW["record_every"] + 1
 
 
+def keyed_noise(key, scale):
+    """A transformation whose state holds a typed PRNG key, split at every step."""
+
+    def init(params):
+        return key
+
+    def update(updates, state, params=None):
+        state, sub = jax.random.split(state)
+        noise = jax.random.normal(sub, updates.shape, updates.dtype)
+        return -0.1 * updates + scale * noise, state
+
+    return optax.GradientTransformation(init, update)
+
+
+def test_checkpoints_hold_typed_keys_in_the_optimizer_state(tmp_path):
+    theta0 = jnp.asarray([1.0, -2.0], F64)
+    opt = keyed_noise(jax.random.key(3), 1e-2)
+    kw = dict(record_every=5, steps_per_chunk=10)
+    train.fit(
+        jax.random.key(0), quadratic, theta0, opt, num_steps=20, checkpoint_dir=tmp_path, **kw
+    )
+    longer = train.fit(
+        jax.random.key(0), quadratic, theta0, opt, num_steps=40, checkpoint_dir=tmp_path, **kw
+    )
+    straight = train.fit(jax.random.key(0), quadratic, theta0, opt, num_steps=40, **kw)
+    assert same(longer.params, straight.params) and same(longer.history, straight.history)
+    assert jax.random.key_impl(longer.opt_state) == jax.random.key_impl(straight.opt_state)
+    assert same(jax.random.key_data(longer.opt_state), jax.random.key_data(straight.opt_state))
+
+
 def test_extending_a_finished_run_and_refusing_another(tmp_path):
     loss_fn, params, batch = mixture_problem()
     args = (jax.random.key(8), loss_fn, params, optax.sgd(0.1), batch)
