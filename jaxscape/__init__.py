@@ -5,10 +5,12 @@ solvers (``eigsh``, ``estimate_trace``, ``spectral_density``, ...) over any para
 any ``loss_fn(params, batch) -> scalar``; models and loss builders (``MLP``, ``CNN``,
 ``LSTMClassifier``, ``DeepLinear``, ``model_loss``), a resumable training loop (``fit``), and the
 modules ``jaxscape.toys`` (problems with known answers) and ``jaxscape.data`` /
-``jaxscape.datasets``. See ``DESIGN.md`` for the conventions.
+``jaxscape.datasets``; critical points (``classify``, ``find_critical_point``), second-order
+and noisy optimizers (``jaxscape.optim``) and saddle dynamics (``escape_saddle``).
+See ``DESIGN.md`` for the conventions.
 """
 
-from jaxscape import data, datasets, toys
+from jaxscape import data, datasets, dynamics, optim, toys
 from jaxscape.connectivity import (
     Alignment,
     Curve,
@@ -44,6 +46,7 @@ from jaxscape.curvature import (
     restrict,
     taylor_step,
 )
+from jaxscape.dynamics import Escape, escape_saddle, gd_escape_time, saddle_optimizers
 from jaxscape.landscape import (
     BasinWidth,
     Plane,
@@ -74,6 +77,17 @@ from jaxscape.models import (
     model_loss,
     mse_loss,
 )
+from jaxscape.optim import (
+    CurvatureRecord,
+    curvature_callback,
+    entropy_sgd,
+    newton,
+    newton_step,
+    perturbed_gd,
+    saddle_free_newton,
+    saddle_free_newton_step,
+    sgld,
+)
 from jaxscape.spectrum import (
     Density,
     Eigs,
@@ -94,10 +108,12 @@ __all__ = [
     "Alignment",
     "BasinWidth",
     "CriticalPoint",
+    "CurvatureRecord",
     "Curve",
     "DeepLinear",
     "Density",
     "Eigs",
+    "Escape",
     "FitResult",
     "History",
     "LSTMClassifier",
@@ -120,12 +136,16 @@ __all__ = [
     "compare_optimizers",
     "count_params",
     "cross_entropy_loss",
+    "curvature_callback",
     "curve_losses",
     "data",
     "datasets",
     "directional_curvature",
     "disagreement",
+    "dynamics",
     "eigsh",
+    "entropy_sgd",
+    "escape_saddle",
     "estimate_trace",
     "find_critical_point",
     "find_critical_points",
@@ -133,6 +153,7 @@ __all__ = [
     "fit_curve",
     "from_apply",
     "from_nnx",
+    "gd_escape_time",
     "ggn_operator",
     "goodfellow_plane",
     "hessian_matrix",
@@ -144,9 +165,13 @@ __all__ = [
     "model_loss",
     "mse_loss",
     "negative_fraction",
+    "newton",
+    "newton_step",
+    "optim",
     "partition",
     "pca_directions",
     "permute",
+    "perturbed_gd",
     "plane_through",
     "polychain",
     "power_iteration",
@@ -154,6 +179,10 @@ __all__ = [
     "random_direction",
     "random_walk",
     "restrict",
+    "saddle_free_newton",
+    "saddle_free_newton_step",
+    "saddle_optimizers",
+    "sgld",
     "sharpness",
     "spectral_density",
     "surface",

@@ -258,3 +258,33 @@ def index_loss_figure(losses, indices, path=None, *, title: str | None = None):
     ax.set_xlabel("loss")
     ax.set_ylabel("index (fraction of negative eigenvalues)")
     return _finish(fig, ax, path, title)
+
+
+def escape_figure(runs, path=None, *, saddle_loss: float = 0.0, surface=None, title=None):
+    """Runs of ``dynamics.escape_saddle``: ``L(θ_t) - L(θ*)`` against step for each optimizer
+    (symmetric-log scale, escape steps marked ``|``), and with ``surface=(xs, ys, values)`` for
+    a 2-D problem, the paths over the loss contours."""
+    panels = 2 if surface is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2), squeeze=False)
+    ax = axes[0, -1]
+    for i, (name, run) in enumerate(runs.items()):
+        gap = np.asarray(run.loss) - saddle_loss
+        ax.plot(np.arange(gap.size), gap, color=f"C{i}", label=name)
+        if run.escape_step >= 0:
+            ax.axvline(run.escape_step, color=f"C{i}", linestyle=":", linewidth=1)
+    ax.set_yscale("symlog", linthresh=1e-6)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss − saddle loss")
+    ax.legend(fontsize=8)
+    if surface is not None:
+        xs, ys, values = (np.asarray(a) for a in surface)
+        left = axes[0, 0]
+        left.contour(xs, ys, values, levels=30, cmap="viridis", linewidths=0.7)
+        for i, run in enumerate(runs.values()):
+            p = np.asarray(run.path)
+            left.plot(p[:, 0], p[:, 1], ".-", color=f"C{i}", markersize=3, linewidth=1)
+        left.plot(0, 0, "kx")
+        left.set_xlim(xs.min(), xs.max())
+        left.set_ylim(ys.min(), ys.max())
+        left.set_aspect("equal")
+    return _finish(fig, ax, path, title)

@@ -72,3 +72,22 @@ def test_sharpness_and_index_figures(tmp_path):
     np.testing.assert_array_equal(
         fig.axes[0].collections[0].get_offsets(), np.stack([losses, index], 1)
     )
+
+
+def test_escape_figure_draws_each_run_and_its_path(tmp_path):
+    from jaxscape.dynamics import Escape
+
+    t = np.arange(30)
+    runs = {
+        "gd": Escape(np.stack([1e-3 * 1.1**t, 0 * t], 1), -((1e-3 * 1.1**t) ** 2), t, t, 20, True),
+        "newton": Escape(np.zeros((30, 2)), np.zeros(30), t, t, -1, True),
+    }
+    xs = ys = np.linspace(-0.2, 0.2, 21)
+    values = -(xs[None, :] ** 2) + 3 * ys[:, None] ** 2
+    fig = plot.escape_figure(runs, tmp_path / "escape", surface=(xs, ys, values))
+    written(tmp_path / "escape")
+    curves = [ln for ln in fig.axes[1].get_lines() if ln.get_label() in runs]
+    np.testing.assert_array_equal(curves[0].get_ydata(), runs["gd"].loss)
+    np.testing.assert_array_equal(fig.axes[0].get_lines()[0].get_xydata(), runs["gd"].path)
+    marks = [ln.get_xdata()[0] for ln in fig.axes[1].get_lines() if ln.get_linestyle() == ":"]
+    assert marks == [20]  # gd's escape step; newton never escaped
