@@ -46,7 +46,13 @@ from jaxscape.curvature import (
     restrict,
     taylor_step,
 )
-from jaxscape.dynamics import Escape, escape_saddle, gd_escape_time, saddle_optimizers
+from jaxscape.dynamics import (
+    Escape,
+    escape_saddle,
+    gd_escape_time,
+    saddle_optimizers,
+    saddle_problems,
+)
 from jaxscape.landscape import (
     BasinWidth,
     Plane,
@@ -182,6 +188,7 @@ __all__ = [
     "saddle_free_newton",
     "saddle_free_newton_step",
     "saddle_optimizers",
+    "saddle_problems",
     "sgld",
     "sharpness",
     "spectral_density",

@@ -87,7 +87,9 @@ def escape_saddle(
     start: PyTree,
     batch: Any = None,
     *,
-    optimizers: Mapping[str, optax.GradientTransformation],
+    optimizers: Mapping[str, optax.GradientTransformation] | None = None,
+    key: jax.Array | None = None,
+    learning_rate: float = 0.05,
     num_steps: int = 100,
     drop: float = 1e-2,
 ) -> dict[str, Escape]:
@@ -103,7 +105,10 @@ def escape_saddle(
         ``distance``).
       start: the starting point, e.g. ``saddle`` plus a small offset.
       batch: the data (``None`` for the toys).
-      optimizers: ``{name: optax transformation}``, e.g. ``saddle_optimizers(key, 0.05)``.
+      optimizers: ``{name: optax transformation}``; default ``saddle_optimizers(key,
+        learning_rate)`` (GD, momentum, Newton, saddle-free Newton, perturbed GD).
+      key: PRNG key for the default optimizers' perturbations (needed without ``optimizers``).
+      learning_rate: step size of the default first-order optimizers.
       num_steps: steps per run.
       drop: how far below the saddle's loss counts as escaped (> 0).
 
@@ -111,9 +116,9 @@ def escape_saddle(
       ``{name: Escape}``.
 
     Example:
-      >>> from jaxscape import toys
-      >>> runs = escape_saddle(toys.quadratic_saddle, jnp.zeros(2), jnp.asarray([1e-3, 0.5]),
-      ...                      optimizers=saddle_optimizers(jax.random.key(0), 0.05))
+      >>> s = saddle_problems()["quadratic_saddle"]
+      >>> start = s.point + jnp.asarray([1e-3, 0.0])
+      >>> runs = escape_saddle(s.loss_fn, s.point, start, key=jax.random.key(0))
       >>> {name: run.escape_step for name, run in runs.items()}  # newton: -1 (converges to it)
     """
     from jaxscape.train import fit
@@ -125,6 +130,10 @@ def escape_saddle(
     num_steps = _checks.check_positive_int(fn, "num_steps", num_steps)
     if not (isinstance(drop, int | float) and drop > 0):
         raise ValueError(f"{fn}: `drop` must be a number > 0, got {drop!r}.")
+    if optimizers is None:
+        if key is None:
+            raise ValueError(f"{fn}: pass `optimizers`, or a `key` for the default set.")
+        optimizers = saddle_optimizers(key, learning_rate)
     if not isinstance(optimizers, Mapping) or not optimizers:
         raise TypeError(f"{fn}: `optimizers` must be a non-empty dict {{name: optax transform}}.")
     for name, opt in optimizers.items():
@@ -152,6 +161,17 @@ def escape_saddle(
     return runs
 
 
+def saddle_problems(*, dtype=None) -> dict:
+    """The saddles of ``toys.critical_point_examples``: ``quadratic_saddle`` (−x² + 3y²),
+    ``degenerate_saddle`` (x² − y⁴), ``monkey_saddle`` (x³ − 3xy²), ``chain2_origin`` (strict
+    saddle of the depth-2 linear chain) and ``chain3_origin`` (its zero-Hessian depth-3
+    saddle), each a ``CriticalPointExample`` with ``loss_fn`` and ``point``."""
+    from jaxscape.toys import critical_point_examples
+
+    examples = critical_point_examples(dtype=dtype)
+    return {name: ex for name, ex in examples.items() if ex.kind == "saddle"}
+
+
 def gd_escape_time(eigenvalue: float, offset: float, learning_rate: float, drop: float) -> int:
     """Steps gradient descent needs to fall ``drop`` below a quadratic saddle.
 
@@ -175,4 +195,4 @@ def gd_escape_time(eigenvalue: float, offset: float, learning_rate: float, drop:
     return max(0, math.ceil(need / math.log1p(learning_rate * a)))
 
 
-__all__ = ["Escape", "escape_saddle", "gd_escape_time", "saddle_optimizers"]
+__all__ = ["Escape", "escape_saddle", "gd_escape_time", "saddle_optimizers", "saddle_problems"]

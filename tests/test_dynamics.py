@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from jaxscape import toys
-from jaxscape.dynamics import escape_saddle, gd_escape_time, saddle_optimizers
+from jaxscape.dynamics import escape_saddle, gd_escape_time, saddle_optimizers, saddle_problems
 
 KEY = jax.random.key(0)
 LR, DROP = 0.05, 1e-2
@@ -80,6 +80,24 @@ def test_deep_linear_chain_newton_converges_to_its_saddle_gd_leaves():
     assert runs["saddle_free_newton"].escape_step < runs["gd"].escape_step
 
 
+def test_every_registered_saddle_attracts_newton_and_sfn_leaves_each_fast():
+    """From 1e-2·(1, 2, ...) off each saddle, 300 steps: Newton converges onto every one; SFN
+    escapes every one within 10 steps; GD escapes the strict saddles but is still trapped by the
+    degenerate ones (x² − y⁴ and the depth-3 chain, where the escape is polynomially slow)."""
+    escaped = {}
+    for name, ex in saddle_problems().items():
+        start = ex.point + 1e-2 * jnp.arange(1, ex.point.size + 1)
+        runs = escape_saddle(ex.loss_fn, ex.point, start, key=KEY, num_steps=300, drop=1e-3)
+        assert set(runs) == {"gd", "momentum", "newton", "saddle_free_newton", "perturbed_gd"}
+        assert runs["newton"].escape_step == -1 and runs["newton"].distance[-1] < 1e-6, name
+        assert 0 < runs["saddle_free_newton"].escape_step <= 10, name
+        escaped[name] = runs["gd"].escape_step > 0
+    assert escaped == {
+        "quadratic_saddle": True, "chain2_origin": True, "monkey_saddle": True,
+        "degenerate_saddle": False, "chain3_origin": False,
+    }  # fmt: skip
+
+
 def test_bad_input():
     opts = {"gd": optax.sgd(LR)}
     with pytest.raises(ValueError, match="drop"):
@@ -88,5 +106,7 @@ def test_bad_input():
         escape_saddle(toys.quadratic_saddle, jnp.zeros(2), jnp.ones(2), optimizers={})
     with pytest.raises(ValueError, match="start"):
         escape_saddle(toys.quadratic_saddle, jnp.zeros(2), jnp.ones(3), optimizers=opts)
+    with pytest.raises(ValueError, match="key"):
+        escape_saddle(toys.quadratic_saddle, jnp.zeros(2), jnp.ones(2))
     with pytest.raises(ValueError, match="eigenvalue"):
         gd_escape_time(1.0, 1e-3, LR, DROP)
