@@ -24,6 +24,7 @@ from jax.flatten_util import ravel_pytree
 
 from jaxscape import _checks, _gradnorm
 from jaxscape.curvature import LossFn, PyTree, count_params, hessian_operator
+from jaxscape.landscape import _trajectory_matrix
 from jaxscape.spectrum import eigsh, negative_fraction, spectral_density
 
 KINDS = ("minimum", "maximum", "saddle", "degenerate", "not-critical")
@@ -450,12 +451,7 @@ def find_critical_points(
       (``plot.index_loss_figure(s.loss, [p.index for p in s.point])``).
     """
     fn = "find_critical_points"
-    leaves = jax.tree.leaves(starts)
-    if not leaves or any(jnp.ndim(x) < 1 for x in leaves):
-        raise ValueError(f"{fn}: `starts` must be params with a leading axis of start points.")
-    num = {jnp.shape(x)[0] for x in leaves}
-    if len(num) != 1:
-        raise ValueError(f"{fn}: the leaves of `starts` disagree on the leading axis: {num}.")
+    flats, _ = _trajectory_matrix(fn, starts, "starts", "start-point")
     first = jax.tree.map(lambda x: x[0], starts)
     _, unravel, opts = _search_setup(
         fn, loss_fn, first, batch, options.pop("method", "newton"),
@@ -465,7 +461,6 @@ def find_critical_points(
     )  # fmt: skip
     if options:
         raise TypeError(f"{fn}: unknown options {sorted(options)}.")
-    flats = jax.vmap(lambda p: ravel_pytree(p)[0])(starts)
     out = _search_many(loss_fn, flats, batch, unravel, opts)
     search = Search(jax.vmap(unravel)(out[0]), *out[1:], point=None)
     if classify:

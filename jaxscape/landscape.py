@@ -294,13 +294,16 @@ def plane_through(params_a: PyTree, params_b: PyTree, params_c: PyTree) -> Plane
     return Plane(params_a, unravel(e1), unravel(e2), points)
 
 
-def _trajectory_matrix(fn: str, trajectory: PyTree) -> tuple[jax.Array, Callable]:
+def _trajectory_matrix(
+    fn: str, trajectory: PyTree, name: str = "trajectory", axis: str = "time"
+) -> tuple[jax.Array, Callable]:
+    """``(T, n)`` raveled rows of params stacked on a leading axis, and ``unravel``."""
     leaves = jax.tree.leaves(trajectory)
     if not leaves or any(jnp.ndim(x) < 1 for x in leaves):
-        raise ValueError(f"{fn}: `trajectory` must be params with a leading time axis.")
+        raise ValueError(f"{fn}: `{name}` must be params with a leading {axis} axis.")
     steps = {jnp.shape(x)[0] for x in leaves}
     if len(steps) != 1:
-        raise ValueError(f"{fn}: trajectory leaves have different lengths {sorted(steps)}.")
+        raise ValueError(f"{fn}: `{name}` leaves have different lengths {sorted(steps)}.")
     first = jax.tree.map(lambda x: x[0], trajectory)
     unravel = ravel_pytree(first)[1]
     mat = jax.vmap(lambda p: ravel_pytree(p)[0])(trajectory)

@@ -231,5 +231,5 @@ def test_bad_input_is_named():
         find_critical_point(toys.quadratic_bowl, jnp.zeros(2), None, method="bfgs")
     with pytest.raises(ValueError, match="probe_radius"):
         classify(toys.degenerate_saddle, jnp.zeros(2), None, key=KEY, probe_radius=0.0)
-    with pytest.raises(ValueError, match="leading axis"):
+    with pytest.raises(ValueError, match="leading start-point axis"):
         find_critical_points(toys.quadratic_bowl, jnp.asarray(1.0), None)
