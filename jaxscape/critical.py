@@ -231,6 +231,9 @@ def classify(
     )
 
 
+_classify = classify  # find_critical_point's `classify` flag shadows the name
+
+
 def _kind_from_ends(lo: float, hi: float, tol: float) -> str:
     """The second-order verdict from the extreme eigenvalues (see ``classify``)."""
     if lo < -tol and hi > tol:
@@ -419,7 +422,7 @@ def find_critical_point(
     out = _search(loss_fn, flat, batch, unravel, options)
     search = Search(unravel(out[0]), *out[1:], point=None)
     if classify:
-        point = globals()["classify"](
+        point = _classify(
             loss_fn, search.params, batch, grad_tol=options.grad_tol, **classify_options
         )
         search = search._replace(point=point)
@@ -467,7 +470,7 @@ def find_critical_points(
         kw = dict(classify_options or {})
         kw.setdefault("grad_tol", opts.grad_tol)
         points = [
-            globals()["classify"](loss_fn, jax.tree.map(lambda x, i=i: x[i], search.params),
+            _classify(loss_fn, jax.tree.map(lambda x, i=i: x[i], search.params),
                                   batch, **kw)
             for i in range(flats.shape[0])
         ]  # fmt: skip
