@@ -96,6 +96,44 @@ def check_positive_int(fn: str, name: str, value: Any, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_positive(fn: str, name: str, value: Any, *, allow_zero: bool = False) -> Any:
+    """A number (or a concrete array of numbers) ``> 0``, or ``>= 0`` with ``allow_zero``;
+    NaN fails. Traced values pass unchecked."""
+    if not is_concrete(value):
+        return value
+    bound = ">=" if allow_zero else ">"
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{fn}: `{name}` must be a number {bound} 0, got {value!r}.") from None
+    if not np.all(arr >= 0 if allow_zero else arr > 0):
+        raise ValueError(f"{fn}: `{name}` must be {bound} 0, got {value!r}.")
+    return value
+
+
+def check_nonnegative(fn: str, name: str, value: Any) -> Any:
+    return check_positive(fn, name, value, allow_zero=True)
+
+
+def check_dense_size(fn: str, n: int, max_params: int, dtype: Any, hint: str) -> None:
+    """Refuse a dense ``(n, n)`` Hessian above ``max_params``, stating the memory it needs."""
+    if n > max_params:
+        itemsize = np.dtype(dtype).itemsize
+        raise ValueError(
+            f"{fn}: params has {n:,} entries, more than max_params={max_params:,}; the dense "
+            f"{np.dtype(dtype)} Hessian would need {format_bytes(n * n * itemsize)} ({n:,}² × "
+            f"{itemsize} bytes). {hint}, or raise max_params."
+        )
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    raise AssertionError
+
+
 def check_choice(fn: str, name: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{fn}: `{name}` must be one of {choices}, got {value!r}.")

@@ -185,7 +185,7 @@ def classify(
     grad_norm = float(optax.tree_utils.tree_norm(grad))
     n = count_params(params)
     if method == "dense":
-        _check_dense_size(fn, n, max_params)
+        _check_dense_size(fn, n, max_params, dtype)
         lam, vecs = _dense_eigh(loss_fn, params, batch)
         lam = np.asarray(lam)
         _checks.raise_if_nonfinite(fn, lam, "the Hessian")
@@ -206,8 +206,7 @@ def classify(
     found = None
     if probe and kind == "degenerate":
         radius = float(np.finfo(dtype).eps ** 0.125) if probe_radius is None else probe_radius
-        if not radius > 0:
-            raise ValueError(f"{fn}: `probe_radius` must be > 0, got {probe_radius!r}.")
+        radius = float(_checks.check_positive(fn, "probe_radius", radius))
         found = _probe(
             loss_fn, params, batch, key, float(loss), lam, vecs, tol, scale, radius,
             _checks.check_positive_int(fn, "num_probe_directions", num_probe_directions, 0),
@@ -248,18 +247,15 @@ def _kind_from_ends(lo: float, hi: float, tol: float) -> str:
 def _tolerance(fn: str, name: str, value: Any, dtype) -> float:
     if value is None:
         return float(np.finfo(dtype).eps ** (1 / 3))
-    if not (isinstance(value, int | float | np.floating) and value > 0):
-        raise ValueError(f"{fn}: `{name}` must be a number > 0, got {value!r}.")
-    return float(value)
+    return float(_checks.check_positive(fn, name, value))
 
 
-def _check_dense_size(fn: str, n: int, max_params: int) -> None:
-    if n > max_params:
-        raise ValueError(
-            f"{fn}: params has {n:,} entries, more than max_params={max_params:,} for the dense "
-            f"Hessian (n² memory, n³ time). Pass method='lanczos' with a `key` (extreme "
-            f"eigenvalues and an SLQ index estimate), or raise max_params."
-        )
+def _check_dense_size(fn: str, n: int, max_params: int, dtype) -> None:
+    hint = (
+        "Pass method='lanczos' with a `key` (extreme eigenvalues and an SLQ index estimate; "
+        "the dense method also takes n³ time)"
+    )
+    _checks.check_dense_size(fn, n, max_params, dtype, hint)
 
 
 @partial(jax.jit, static_argnames="loss_fn")
@@ -494,11 +490,10 @@ def _search_setup(fn, loss_fn, params, batch, method, num_steps, grad_tol, dampi
     flat, unravel = ravel_pytree(params)
     num_steps = _checks.check_positive_int(fn, "num_steps", num_steps, 0)
     grad_tol = _tolerance(fn, "grad_tol", grad_tol, flat.dtype)
-    if not (isinstance(damping, int | float) and damping >= 0):
-        raise ValueError(f"{fn}: `damping` must be a number >= 0, got {damping!r}.")
+    _checks.check_nonnegative(fn, "damping", damping)
     cg = _checks.check_positive_int(fn, "num_cg_iters", cg)
     if method == "newton":
-        _check_dense_size(fn, flat.size, mx)
+        _check_dense_size(fn, flat.size, mx, flat.dtype)
     if method == "gd":
         opt = optax.adam(1e-3) if opt is None else opt
         _checks.check_optimizer(fn, opt)

@@ -223,14 +223,10 @@ def hessian_matrix(
     _validate("hessian_matrix", loss_fn, params, batch)
     flat = ravel_pytree(params)[0]
     n = flat.size
-    if n > max_params:
-        need = n * n * flat.dtype.itemsize
-        raise ValueError(
-            f"hessian_matrix: params has {n:,} entries, more than max_params={max_params:,}; "
-            f"the dense {flat.dtype} Hessian would need {_bytes(need)} ({n:,}² × "
-            f"{flat.dtype.itemsize} bytes). Use hessian_operator with eigsh / spectral_density, "
-            f"or raise max_params."
-        )
+    _checks.check_dense_size(
+        "hessian_matrix", n, max_params, flat.dtype,
+        "Use hessian_operator with eigsh / spectral_density",
+    )  # fmt: skip
     H = _dense_hessian(loss_fn, params, batch)
     _checks.raise_if_nonfinite("hessian_matrix", H, "the Hessian")
     return H
@@ -381,14 +377,6 @@ def _checked_operator(fn: str, linear: Callable, params: PyTree) -> Matvec:
         return linear(v)
 
     return matvec
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if n < 1000 or unit == "PB":
-            return f"{n:.3g} {unit}"
-        n /= 1000
-    raise AssertionError
 
 
 def count_params(params: PyTree) -> int:

@@ -128,8 +128,7 @@ def escape_saddle(
     _checks.check_like(fn, start, saddle, "start")
     _checks.check_scalar_loss(fn, loss_fn, saddle, batch)
     num_steps = _checks.check_positive_int(fn, "num_steps", num_steps)
-    if not (isinstance(drop, int | float) and drop > 0):
-        raise ValueError(f"{fn}: `drop` must be a number > 0, got {drop!r}.")
+    _checks.check_positive(fn, "drop", drop)
     if optimizers is None:
         if key is None:
             raise ValueError(f"{fn}: pass `optimizers`, or a `key` for the default set.")

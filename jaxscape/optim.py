@@ -25,7 +25,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax import lax
 from jax.flatten_util import ravel_pytree
@@ -156,12 +155,9 @@ def _second_order_step(fn, loss_fn, params, batch, absolute, damping, method, nu
     _checks.check_choice(fn, "method", method, METHODS)
     num_iters = _checks.check_positive_int(fn, "num_iters", num_iters)
     n = count_params(params)
-    if method == "dense" and n > max_params:
-        raise ValueError(
-            f"{fn}: params has {n:,} entries, more than `max_params`={max_params:,}; a dense "
-            f"Hessian is n² numbers. Use method='krylov' or raise `max_params`."
-        )
     dtype = ravel_pytree(params)[0].dtype
+    if method == "dense":
+        _checks.check_dense_size(fn, n, max_params, dtype, "Use method='krylov'")
     rcond = n * float(jnp.finfo(dtype).eps) if rcond is None else rcond
     rcond = _check_nonnegative(fn, "rcond", rcond)
     step, g, finite = _step_impl(
@@ -543,19 +539,12 @@ def curvature_callback(
 # --------------------------------------------------------------------------- helpers
 
 
-def _check_nonnegative(fn: str, name: str, value: Any) -> Any:
-    if _checks.is_concrete(value) and not np.all(np.asarray(value) >= 0):
-        raise ValueError(f"{fn}: `{name}` must be >= 0, got {value!r}.")
-    return value
+_check_nonnegative = _checks.check_nonnegative
 
 
 def _check_positive(fn: str, name: str, value: Any) -> Any:
     """A positive number; a callable (a schedule of the step count) is not checked."""
-    if callable(value):
-        return value
-    if _checks.is_concrete(value) and not np.all(np.asarray(value) > 0):
-        raise ValueError(f"{fn}: `{name}` must be > 0, got {value!r}.")
-    return value
+    return value if callable(value) else _checks.check_positive(fn, name, value)
 
 
 def _require_value_fn(fn: str, value_fn: Any, params: Any) -> None:
