@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 FORMAT = 1  # bump when the layout or a stage's meaning changes incompatibly
@@ -170,6 +172,51 @@ class RunFolder:
         return folder
 
 
+def save_params(path: str | Path, params: Any) -> None:
+    """Write ``params`` to ``path`` (``.npz``, one array per leaf, keyed by its tree path)."""
+    path = Path(path)
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    arrays = {jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves}
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    tmp.replace(path)
+
+
+def load_params(path: str | Path, like: Any) -> Any:
+    """Params from a ``save_params`` file (e.g. a report's ``params-adam.npz``), checked against
+    ``like`` (the problem's params): the same leaf paths and shapes, cast to its dtypes.
+
+    Raises ``FileNotFoundError`` or ``ValueError`` naming the file and the mismatch.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"params file {path} does not exist.")
+    try:
+        with np.load(path) as npz:
+            saved = {k: npz[k] for k in npz.files}
+    except Exception as err:
+        raise ValueError(f"params file {path} is not a readable .npz file ({err}).") from None
+    leaves = jax.tree_util.tree_leaves_with_path(like)
+    names = [jax.tree_util.keystr(k) for k, _ in leaves]
+    missing = [n for n in names if n not in saved]
+    extra = [n for n in saved if n not in names]
+    if missing or extra:
+        raise ValueError(
+            f"params file {path} does not match the problem's params: missing "
+            f"{missing[:5] or 'none'}, unexpected {extra[:5] or 'none'}."
+        )
+    out = []
+    for name, (_, ref) in zip(names, leaves, strict=True):
+        if saved[name].shape != np.shape(ref):
+            raise ValueError(
+                f"params file {path}: {name} has shape {saved[name].shape}, the problem's "
+                f"params {np.shape(ref)}."
+            )
+        out.append(jnp.asarray(saved[name], jnp.asarray(ref).dtype))
+    return jax.tree.unflatten(jax.tree.structure(like), out)
+
+
 def _jsonable(value: Any) -> Any:
     """JSON-safe copy: NumPy/JAX scalars and arrays become numbers and lists; NaN and ±inf
     become the strings "NaN", "Infinity", "-Infinity" (strict JSON has no such numbers)."""
@@ -212,4 +259,4 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["FORMAT", "RunFolder", "StageRecord"]
+__all__ = ["FORMAT", "RunFolder", "StageRecord", "load_params", "save_params"]
