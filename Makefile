@@ -14,10 +14,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m jaxscape spectrum --out $(OUT)
+	$(BIN)/python -m jaxscape report --out $(OUT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 -m "not slow"
+	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist loadgroup -m "not slow"
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

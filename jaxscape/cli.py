@@ -1,346 +1,253 @@
 """The ``jaxscape`` command (also ``python -m jaxscape``).
 
-``jaxscape spectrum``: the Hessian spectrum of a small MLP on scikit-learn's bundled 8×8
-digits (or, with ``--data mixture``, a synthetic Gaussian mixture), at its random
-initialization and after training with Adam: top and bottom eigenvalues (Lanczos), trace
-(Hutch++), spectral density and index (SLQ). Writes ``results.json``, ``spectrum.npz`` and
-PNG figures into ``--out``. Each stage is saved when it finishes; rerunning with the same
-folder and options skips finished stages, and a changed option recomputes only the stages
-that depend on it. (The full landscape report, ``jaxscape report``, is issue #6.)
+Subcommands:
+
+- ``report``: the whole landscape report of a problem (``jaxscape.report``): training with
+  SGD and Adam, interpolation, surfaces, Hessian spectra, sharpness and basin width.
+- ``spectrum``, ``interpolate``, ``surface``: one part of it, with or without training
+  (``--no-train`` analyses θ₀, or the params of ``--params FILE.npz``; ``interpolate --end
+  B.npz`` draws the line from θ₀ to B).
+- ``list``: built-in models, data sets and experiments.
+- ``bench``: the benchmark suite (from a source checkout).
+
+A problem is built in (``--model`` × ``--data``) or yours (``--problem module:function``, the
+protocol of ``jaxscape.problems.load_problem``). ``--config FILE.toml`` sets any flag (keys are
+the flag names, with ``-`` or ``_``); flags on the command line override the file. Output goes
+to a run folder (``--out``) that a rerun resumes.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
-import json
+import ast
+import dataclasses
 import os
+import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
-STAGES = ("init", "train", "trained")
+JOBS = {
+    "report": ("the full landscape report of a problem", None),
+    "spectrum": ("Hessian spectra at θ₀, midway and the solutions", ("train", "hessian")),
+    "interpolate": ("loss along θ₀ → θ* and between solutions", ("train", "interpolation")),
+    "surface": ("2-D loss surfaces around the solutions", ("train", "surface")),
+}
+_LISTS = ("stages", "optimizers")
+
+
+def _options_fields():
+    from jaxscape.report import ReportOptions
+
+    return [f for f in dataclasses.fields(ReportOptions) if f.name != "seed"]
+
+
+def _add_problem_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("problem")
+    g.add_argument("--model", default="mlp", help="built-in model (default %(default)s)")
+    g.add_argument("--data", default="digits", help="built-in data set (default %(default)s)")
+    g.add_argument("--problem", help="your own problem: package.module:function")
+    g.add_argument(
+        "--problem-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword argument for --problem's function (Python literal or string); repeatable",
+    )
+    g.add_argument("--width", type=int, default=32, help="hidden width (default %(default)s)")
+    g.add_argument("--depth", type=int, default=2, help="hidden layers (default %(default)s)")
+    g.add_argument("--num-examples", type=int, help="examples before the train/test split")
+    g.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    g.add_argument("--params", help="analyse these params (.npz from a report) instead of θ₀")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxscape", description="Loss-landscape tools for JAX.")
+    parser = argparse.ArgumentParser(
+        prog="jaxscape",
+        description="Loss-landscape tools for JAX.",
+        epilog="Run 'jaxscape COMMAND --help' for a command's flags.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sp = sub.add_parser(
-        "spectrum",
-        help="Hessian spectrum of a small MLP at init and after training",
-        description=__doc__.split("\n\n")[1],
-    )
-    sp.add_argument("--out", default="runs/spectrum", help="output folder (default %(default)s)")
-    sp.add_argument("--seed", type=int, default=0, help="PRNG seed for data, init and probes")
-    sp.add_argument("--steps", type=int, default=500, help="Adam steps (full batch)")
-    sp.add_argument("--learning-rate", type=float, default=1e-2)
-    sp.add_argument("--width", type=int, default=32, help="hidden width")
-    sp.add_argument("--depth", type=int, default=2, help="number of hidden layers")
-    sp.add_argument(
-        "--data",
-        choices=("digits", "mixture"),
-        default="digits",
-        help="scikit-learn's bundled 8x8 digits (1,797 examples, extra 'data') or a synthetic "
-        "Gaussian mixture (default %(default)s)",
-    )
-    sp.add_argument(
-        "--num-examples",
-        type=int,
-        default=None,
-        help="examples used (default: all 1,797 digits; 1,024 mixture examples)",
-    )
-    sp.add_argument("--dim", type=int, default=8, help="mixture input dimension")
-    sp.add_argument("--num-classes", type=int, default=4, help="mixture classes")
-    sp.add_argument("--k", type=int, default=5, help="eigenvalues from each end")
-    sp.add_argument("--num-iters", type=int, default=100, help="Lanczos steps (eigsh and SLQ)")
-    sp.add_argument("--num-probes", type=int, default=8, help="SLQ probes")
-    sp.add_argument("--trace-matvecs", type=int, default=60, help="Hutch++ products")
-    sp.add_argument(
-        "--index-tol",
-        type=float,
-        default=1e-3,
-        help="also report the index counting only eigenvalues below "
-        "-index_tol * top eigenvalue (SLQ nodes of the bulk near 0 straddle 0)",
-    )
-    sp.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    sp.add_argument("--quiet", action="store_true", help="print only the output path")
+    for name, (text, stages) in JOBS.items():
+        p = sub.add_parser(name, help=text, description=f"jaxscape {name}: {text}.")
+        p.add_argument("--out", default=f"runs/{name}", help="run folder (default %(default)s)")
+        p.add_argument("--config", help="TOML file of flag values (flags override it)")
+        p.add_argument("--seed", type=int, default=0, help="PRNG seed (default %(default)s)")
+        p.add_argument("--quiet", action="store_true", help="print only the report's path")
+        _add_problem_flags(p)
+        if stages is not None:
+            p.add_argument("--no-train", action="store_true", help="analyse θ₀ (or --params)")
+        if name == "interpolate":
+            p.add_argument("--end", help="end point params (.npz); implies --no-train")
+        g = p.add_argument_group("analysis (jaxscape.report.ReportOptions)")
+        for f in _options_fields():
+            flag = "--" + f.name.replace("_", "-")
+            if f.name in _LISTS:
+                default = ",".join(f.default if stages is None or f.name != "stages" else stages)
+                g.add_argument(flag, default=default, help=f"comma-separated (default {default})")
+            elif f.name in ("batch_size", "record_every", "chunk_size"):
+                g.add_argument(flag, type=int, default=f.default, help=f"(default {f.default})")
+            else:
+                g.add_argument(flag, type=type(f.default), default=f.default,
+                               help=f"(default {f.default})")  # fmt: skip
+    sub.add_parser("list", help="built-in models, data sets and experiments")
+    b = sub.add_parser("bench", help="run the benchmark suite (source checkout)")
+    b.add_argument("--out", default="benchmarks/results", help="results folder")
+    b.add_argument("--quick", action="store_true", help="tiny settings (seconds to a minute)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
-    args.argv = argv  # recorded in results.json as the exact command
-    for name in (
-        "steps",
-        "width",
-        "depth",
-        "num_examples",
-        "dim",
-        "k",
-        "num_iters",
-        "num_probes",
-        "trace_matvecs",
-    ):
-        minimum = 0 if name == "steps" else 1
-        if getattr(args, name) is not None and getattr(args, name) < minimum:
-            flag = "--" + name.replace("_", "-")
-            print(
-                f"jaxscape: error: {flag} must be >= {minimum}, got {getattr(args, name)}",
-                file=sys.stderr,
-            )
-            return 2
-    if args.num_classes < 2:
-        print("jaxscape: error: --num-classes must be >= 2", file=sys.stderr)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "list":
+            print(list_all())
+            return 0
+        if args.command == "bench":
+            return run_bench(args)
+        if args.config:
+            args = _with_config(parser, argv, args.command, args.config)
+        return run_job(args, argv)
+    except KeyboardInterrupt:
+        print(
+            "\njaxscape: interrupted; finished stages are saved — rerun the same command to "
+            "resume.",
+            file=sys.stderr,
+        )
+        return 130
+    except (ValueError, TypeError, FileNotFoundError, ImportError, OSError) as err:
+        print(f"jaxscape: error: {err}", file=sys.stderr)
         return 2
-    if args.command == "spectrum":
-        try:
-            run_spectrum(args)
-        except ImportError as err:  # e.g. --data digits without scikit-learn
-            print(f"jaxscape: error: {err}", file=sys.stderr)
-            return 2
-    return 0
 
 
-# --------------------------------------------------------------------------- the job
+def _with_config(parser, argv, command, path) -> argparse.Namespace:
+    """Defaults from the TOML file, then the command line again (flags override the file)."""
+    import tomllib
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--config {path}: no such file.")
+    try:
+        config = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"--config {path} is not valid TOML: {err}.") from None
+    sub = parser._subparsers._group_actions[0].choices[command]
+    dests = {a.dest: a for a in sub._actions if a.dest not in ("help", "config")}
+    values = {}
+    for key, value in config.items():
+        dest = key.replace("-", "_")
+        if dest not in dests:
+            raise ValueError(
+                f"--config {path}: unknown key {key!r} for 'jaxscape {command}'; valid keys: "
+                f"{', '.join(sorted(k.replace('_', '-') for k in dests))}."
+            )
+        if dest in _LISTS and isinstance(value, list):
+            value = ",".join(map(str, value))
+        action = dests[dest]
+        if action.type is not None and not isinstance(value, action.type):
+            if not (action.type is float and isinstance(value, int)):
+                raise ValueError(
+                    f"--config {path}: {key} must be {action.type.__name__}, got {value!r}."
+                )
+        values[dest] = value
+    sub.set_defaults(**values)
+    return parser.parse_args(argv)
 
 
-def run_spectrum(args: argparse.Namespace) -> Path:
+def _problem(args):
+    import jax
+
+    from jaxscape.problems import builtin_problem, load_problem
+
+    dtype = jax.numpy.float64 if args.dtype == "float64" else jax.numpy.float32
+    if args.problem:
+        if os.getcwd() not in sys.path:  # `--problem mymodule:make` from the working folder
+            sys.path.insert(0, os.getcwd())
+        kwargs = {}
+        for item in args.problem_arg:
+            key, eq, value = item.partition("=")
+            if not eq or not key.isidentifier():
+                raise ValueError(f"--problem-arg expects KEY=VALUE, got {item!r}.")
+            try:
+                kwargs[key] = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                kwargs[key] = value
+        return load_problem(args.problem, **kwargs)
+    if args.problem_arg:
+        raise ValueError("--problem-arg needs --problem.")
+    for flag in ("width", "depth", "num_examples"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}.")
+    return builtin_problem(
+        jax.random.key(args.seed), args.model, args.data, dtype=dtype, width=args.width,
+        depth=args.depth, num_examples=args.num_examples,
+    )  # fmt: skip
+
+
+def run_job(args: argparse.Namespace, argv: list[str]) -> int:
+    """``report``, ``spectrum``, ``interpolate`` or ``surface``: build the problem, run the
+    report's stages, print the path of ``report.html``. Returns the exit code."""
     import jax
 
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
-    import jax.numpy as jnp
-    import numpy as np
-    import optax
+    from jaxscape.report import report
+    from jaxscape.runfolder import load_params
 
-    import jaxscape as js
-    from jaxscape import plot
-    from jaxscape.data import gaussian_mixture, load_digits
-    from jaxscape.models import MLP, classification_loss
-    from jaxscape.train import fit
-
-    say = (lambda *a: None) if args.quiet else print
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    dtype = jnp.float32 if args.dtype == "float32" else jnp.float64
-    device = jax.devices()[0]
-    say(
-        f"jaxscape spectrum on {device.platform} ({getattr(device, 'device_kind', '')}), "
-        f"jax {jax.__version__}, {args.dtype}"
+    problem = _problem(args)
+    if args.params:
+        problem = problem._replace(params=load_params(args.params, problem.params))
+    options = {f.name: getattr(args, f.name) for f in _options_fields()}
+    for name in _LISTS:
+        options[name] = tuple(s.strip() for s in options[name].split(",") if s.strip())
+    options["seed"] = args.seed
+    end = None
+    if getattr(args, "end", None):
+        end = load_params(args.end, problem.params)
+    if end is not None or getattr(args, "no_train", False):
+        options["stages"] = tuple(s for s in options["stages"] if s != "train")
+        if not options["stages"]:
+            raise ValueError("nothing to do: --no-train leaves no stage; add --stages.")
+    result = report(
+        problem, args.out, options, end=end, command=["jaxscape", *argv], quiet=args.quiet
     )
-
-    key = jax.random.key(args.seed)
-    k_data, k_init, k_probe = jax.random.split(key, 3)
-    if args.data == "digits":
-        x, y = load_digits(layout="flat", dtype=dtype)
-        args.num_examples = min(args.num_examples or len(y), len(y))
-        args.dim, args.num_classes = x.shape[1], 10
-        batch = (x[: args.num_examples], y[: args.num_examples])
-    else:
-        args.num_examples = args.num_examples or 1024
-        batch = gaussian_mixture(
-            k_data,
-            num_examples=args.num_examples,
-            dim=args.dim,
-            num_classes=args.num_classes,
-            dtype=dtype,
-        )
-    model = MLP(features=(args.width,) * args.depth + (args.num_classes,), dtype=dtype)
-    params0 = model.init(k_init, batch[0][:1])["params"]
-    loss_fn = classification_loss(model)
-    n = js.count_params(params0)
-    k = min(args.k, (n - 1) // 2)
-    say(
-        f"MLP {args.dim}-{'-'.join([str(args.width)] * args.depth)}-{args.num_classes}: "
-        f"{n:,} params; {args.num_examples} {args.data} examples"
-    )
-
-    problem = {
-        key: getattr(args, key)
-        for key in ("seed", "data", "width", "depth", "num_examples", "dim", "num_classes", "dtype")
-    }
-    solver = {
-        "k": k,
-        "num_iters": args.num_iters,
-        "num_probes": args.num_probes,
-        "trace_matvecs": args.trace_matvecs,
-        "index_tol": args.index_tol,
-    }
-    # "recorded": losses at steps 0..steps (fit's history), not the pre-0.2 per-step list
-    training = {"steps": args.steps, "learning_rate": args.learning_rate, "recorded": "fit"}
-    store = StageStore(out)
-
-    @jax.jit
-    def spectrum_at(params, batch, key):
-        matvec = js.hessian_operator(loss_fn, params, batch)
-        k_eig, k_trace, k_slq = jax.random.split(key, 3)
-        both = js.eigsh(k_eig, matvec, params, k=2 * k, which="BE", num_iters=args.num_iters)
-        trace = js.estimate_trace(k_trace, matvec, params, num_matvecs=args.trace_matvecs)
-        dens = js.spectral_density(
-            k_slq, matvec, params, num_probes=args.num_probes, num_iters=args.num_iters
-        )
-        loss, grad = jax.value_and_grad(loss_fn)(params, batch)
-        return {
-            "loss": loss,
-            "grad_norm": optax.tree_utils.tree_norm(grad),
-            "eigenvalues": both.eigenvalues,
-            "residuals": both.residuals,
-            "eig_converged": both.converged,
-            "eig_matvecs": both.num_matvecs,
-            "trace": trace.value,
-            "trace_stderr": trace.stderr,
-            "index": js.negative_fraction(dens),
-            "index_tol": js.negative_fraction(dens, tol=args.index_tol * both.eigenvalues[-1]),
-            "grid": dens.grid,
-            "density": dens.density,
-            "nodes": dens.nodes,
-            "weights": dens.weights,
-            "finite": both.finite & trace.finite & dens.finite,
-        }
-
-    def spectrum_stage(name: str, params) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        res = jax.device_get(spectrum_at(params, batch, k_probe))
-        if not res["finite"]:
-            raise FloatingPointError(f"jaxscape spectrum: NaN/inf in the Hessian at {name}.")
-        evals = np.asarray(res["eigenvalues"])
-        summary = {
-            "loss": float(res["loss"]),
-            "grad_norm": float(res["grad_norm"]),
-            "top": evals[::-1][:k].tolist(),
-            "bottom": evals[:k].tolist(),
-            "max_residual": float(np.max(res["residuals"])),
-            "eigsh_converged": bool(res["eig_converged"]),
-            "eigsh_matvecs": int(res["eig_matvecs"]),
-            "trace": float(res["trace"]),
-            "trace_stderr": float(res["trace_stderr"]),
-            "index": float(res["index"]),
-            "index_tol": float(res["index_tol"]),
-            "seconds": time.perf_counter() - t0,
-        }
-        arrays = {key: np.asarray(res[key]) for key in ("grid", "density", "nodes", "weights")}
-        say(
-            f"[{name}] loss {summary['loss']:.4f}  top {summary['top'][0]:.4g}  "
-            f"bottom {summary['bottom'][0]:.4g}  trace {summary['trace']:.4g} ± "
-            f"{summary['trace_stderr']:.2g}  index {100 * summary['index']:.2f}% "
-            f"({100 * summary['index_tol']:.2f}% below -{args.index_tol:g}·top)  "
-            f"({summary['seconds']:.1f} s)"
-        )
-        return {"summary": summary, "arrays": arrays}
-
-    def train_stage() -> dict[str, Any]:
-        t0 = time.perf_counter()
-        fitted = fit(
-            k_data,  # full batch: fit draws no minibatches from it
-            loss_fn,
-            params0,
-            optax.adam(args.learning_rate),
-            batch,
-            num_steps=args.steps,
-            record_every=1,
-            record_params=False,
-        )
-        params, losses = jax.device_get(fitted.params), fitted.history.loss
-        flat = {f"param/{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(params))}
-        final = float(losses[-1])
-        say(f"[train] {args.steps} Adam steps: loss {final:.4f} ({time.perf_counter() - t0:.1f} s)")
-        return {
-            "summary": {"final_loss": final, "seconds": time.perf_counter() - t0},
-            "arrays": {"losses": np.asarray(losses), **flat},
-        }
-
-    results = {
-        "init": store.run("init", {**problem, **solver}, lambda: spectrum_stage("init", params0))
-    }
-    results["train"] = store.run("train", {**problem, **training}, train_stage)
-    leaves = [
-        jnp.asarray(results["train"]["arrays"][f"param/{i}"])
-        for i in range(len(jax.tree.leaves(params0)))
-    ]
-    params_star = jax.tree.unflatten(jax.tree.structure(params0), leaves)
-    results["trained"] = store.run(
-        "trained", {**problem, **solver, **training}, lambda: spectrum_stage("trained", params_star)
-    )
-
-    panels = {
-        f"{name} (loss {results[name]['summary']['loss']:.3f})": {
-            **results[name]["arrays"],
-            "top": results[name]["summary"]["top"],
-            "bottom": results[name]["summary"]["bottom"],
-        }
-        for name in ("init", "trained")
-    }
-    plot.spectrum_figure(
-        panels, out / "spectrum.png", title=f"Hessian spectral density, MLP with {n:,} params"
-    )
-    plot.loss_curve_figure(results["train"]["arrays"]["losses"], out / "loss.png")
-    np.savez(
-        out / "spectrum.npz",
-        **{
-            f"{stage}/{key}": value
-            for stage in ("init", "trained")
-            for key, value in results[stage]["arrays"].items()
-        },
-        losses=results["train"]["arrays"]["losses"],
-    )
-    report = {
-        "command": " ".join(["jaxscape", *args.argv]),
-        "versions": {"jax": jax.__version__, "jaxscape": js.__version__},
-        "device": f"{device.platform}: {getattr(device, 'device_kind', '')}",
-        "num_params": n,
-        "options": {**problem, **solver, **training},
-        **{name: results[name]["summary"] for name in STAGES},
-        "files": ["results.json", "spectrum.npz", "spectrum.png", "loss.png"],
-    }
-    atomic_write(out / "results.json", json.dumps(report, indent=2).encode())
-    say(f"output: {out.resolve()}  (results.json, spectrum.png, loss.png, spectrum.npz)")
     if args.quiet:
-        print(out.resolve())
-    return out
+        print((result.path / "report.html").resolve())
+    for err in result.errors:
+        print(f"jaxscape: error: {err}", file=sys.stderr)
+    return 1 if result.errors else 0
 
 
-# --------------------------------------------------------------------------- resumable stages
+def list_all() -> str:
+    """Built-in models and data sets, and the experiments of a source checkout."""
+    from jaxscape.problems import list_builtins
+
+    text = [list_builtins(), "", "experiments (python experiments/NAME.py --help):"]
+    folder = Path(__file__).resolve().parents[1] / "experiments"
+    scripts = sorted(p.stem for p in folder.glob("*.py") if not p.name.startswith("_"))
+    text += [f"  {s}" for s in scripts] or ["  (none in this installation)"]
+    return "\n".join(text)
 
 
-class StageStore:
-    """Finished stages on disk: ``stages/NAME.json`` (summary + config hash) and ``.npz``.
-
-    ``run(name, config, compute)`` returns the saved stage when its config is unchanged and
-    otherwise computes it and saves it atomically (write to a temporary file, then rename), so
-    an interrupted run leaves either the old stage or the new one, never half of one. Stages
-    that depend on a recomputed one include its config in theirs, so they are redone too.
-    """
-
-    def __init__(self, root: Path):
-        self.dir = root / "stages"
-        self.dir.mkdir(parents=True, exist_ok=True)
-
-    def run(self, name: str, config: dict[str, Any], compute) -> dict[str, Any]:
-        import numpy as np
-
-        digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-        meta, arrays = self.dir / f"{name}.json", self.dir / f"{name}.npz"
-        if meta.exists() and arrays.exists():
-            saved = json.loads(meta.read_text())
-            if saved.get("config_hash") == digest:
-                with np.load(arrays) as data:
-                    return {"summary": saved["summary"], "arrays": dict(data)}
-        result = compute()
-        buffer = io.BytesIO()
-        np.savez(buffer, **result["arrays"])
-        atomic_write(arrays, buffer.getvalue())
-        payload = {"config": config, "config_hash": digest, "summary": result["summary"]}
-        atomic_write(meta, json.dumps(payload, indent=2).encode())
-        return result
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def run_bench(args: argparse.Namespace) -> int:
+    """Run ``benchmarks/bench_*.py`` of the source checkout; returns the first failing code."""
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    scripts = sorted(folder.glob("bench_*.py"))
+    if not scripts:
+        raise FileNotFoundError(
+            f"no benchmarks in {folder}: 'jaxscape bench' runs from a source checkout "
+            "(git clone, then pip install -e .)."
+        )
+    for script in scripts:
+        cmd = [sys.executable, str(script), "--out", args.out] + (["--quick"] if args.quick else [])
+        print("$", " ".join(cmd), flush=True)
+        code = subprocess.run(cmd, check=False).returncode
+        if code:
+            print(f"jaxscape: error: {script.name} exited with {code}", file=sys.stderr)
+            return code
+    return 0
 
 
 if __name__ == "__main__":

@@ -42,7 +42,6 @@ from jax.flatten_util import ravel_pytree
 
 from jaxscape import landscape as ls
 from jaxscape import spectrum as sp
-from jaxscape._checks import check_positive_int
 from jaxscape._report_html import _line_summary, summarize
 from jaxscape._report_html import write as _write
 from jaxscape._util import chunked_map
@@ -69,7 +68,7 @@ class ReportOptions:
       batch_size: minibatch size; ``None`` (or 0) is full-batch.
       sgd_lr, momentum, adam_lr: the optimizers' settings (SGD with ``momentum=0`` is plain SGD).
       record_every: steps between recorded trajectory points (default: about 50 records).
-      alphas: points on each interpolation line.
+      alphas: points on each interpolation line, ``4m + 1`` so that α = 0 and 1 are on it.
       surface_points: grid points per axis of each surface.
       surface_span: half-width of the random-direction plane, in filter-normalized units.
       k: eigenvalues from each end of the Hessian spectrum.
@@ -139,12 +138,15 @@ class ReportOptions:
             "sharpness_steps",
             "basin_directions",
         ):
-            check_positive_int("report", name, getattr(opts, name), minimum=1)
+            _check_count(name, getattr(opts, name))
         for name in ("batch_size", "record_every", "chunk_size"):
             if getattr(opts, name) is not None:
-                check_positive_int("report", name, getattr(opts, name))
-        if opts.alphas < 3:
-            raise ValueError(f"--alphas must be >= 3, got {opts.alphas}.")
+                _check_count(name, getattr(opts, name))
+        if opts.alphas < 5 or (opts.alphas - 1) % 4:
+            raise ValueError(
+                f"--alphas must be 4m + 1 >= 5 (so that the grid on [-0.5, 1.5] holds α = 0 and "
+                f"α = 1), e.g. 21 or 41; got {opts.alphas}."
+            )
         for name in (
             "sgd_lr",
             "adam_lr",
@@ -166,6 +168,11 @@ class ReportOptions:
         return opts
 
 
+def _check_count(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"--{_flag(name)} must be an integer >= 1, got {value!r}.")
+
+
 def _flag(name: str) -> str:
     return name.replace("_", "-")
 
@@ -185,7 +192,9 @@ class Report(NamedTuple):
 def _accuracy(apply_fn):
     def accuracy(params, batch):
         logits = apply_fn(params, batch[0])
-        return jnp.mean((jnp.argmax(logits, -1) == batch[1]).astype(logits.dtype))
+        labels = jnp.asarray(batch[1])
+        hits = jnp.argmax(logits, -1).astype(labels.dtype) == labels
+        return jnp.mean(hits.astype(logits.dtype))
 
     return accuracy
 
@@ -368,6 +377,22 @@ class _Job:
             self.say(f"error: {err}")
         return Report(self.folder.path, results, list(self.errors))
 
+    def _fit(self, name, lr, every, workdir):
+        p, o = self.problem, self.opts
+        return fit(
+            jax.random.fold_in(self.key, 1),  # the same minibatch order for both optimizers
+            p.loss_fn,
+            p.params,
+            _optimizer(name, lr, o.momentum if name == "sgd" else 0.0),
+            p.train,
+            num_steps=o.steps,
+            batch_size=o.batch_size,
+            record_every=every,
+            checkpoint_dir=workdir / "checkpoints",
+            progress=self.show,
+            on_nonfinite="stop",
+        )
+
     def train(self, name: str) -> StageRecord:
         p, o = self.problem, self.opts
         lr = o.sgd_lr if name == "sgd" else o.adam_lr
@@ -383,19 +408,8 @@ class _Job:
         }
 
         def compute(workdir):
-            fitted = fit(
-                jax.random.fold_in(self.key, 1),  # the same minibatch order for both optimizers
-                p.loss_fn,
-                p.params,
-                _optimizer(name, lr, o.momentum if name == "sgd" else 0.0),
-                p.train,
-                num_steps=o.steps,
-                batch_size=o.batch_size,
-                record_every=every,
-                checkpoint_dir=workdir / "checkpoints",
-                progress=self.show,
-                on_nonfinite="stop",
-            )
+            with jax.numpy_dtype_promotion("standard"):  # optax.adam mixes int and float steps
+                fitted = self._fit(name, lr, every, workdir)
             h = fitted.history
             traj = jax.vmap(lambda q: ravel_pytree(q)[0])(h.params)
             finite = bool(fitted.finite)

@@ -1,4 +1,5 @@
-"""Smoke tests: the demo job and the benchmark run end to end at tiny sizes."""
+"""Smoke tests: ``python -m jaxscape`` and the benchmarks run end to end at tiny sizes (the
+report job itself is tested in ``test_report``)."""
 
 from __future__ import annotations
 
@@ -9,22 +10,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "--steps",
-    "20",
-    "--width",
-    "8",
-    "--num-examples",
-    "64",
-    "--num-iters",
-    "20",
-    "--num-probes",
-    "2",
-    "--trace-matvecs",
-    "6",
-    "--k",
-    "2",
-]
 
 
 def run(*args, timeout=300):
@@ -40,39 +25,9 @@ def run(*args, timeout=300):
     )
 
 
-def test_spectrum_job_writes_results_and_resumes(tmp_path):
-    out = tmp_path / "run"
-    first = run("-m", "jaxscape", "spectrum", "--out", str(out), *TINY)
-    assert first.returncode == 0, first.stderr
-    assert f"output: {out}" in first.stdout
-    report = json.loads((out / "results.json").read_text())
-    for stage in ("init", "trained"):
-        s = report[stage]
-        assert len(s["top"]) == 2 and s["top"][0] >= s["bottom"][0]
-        assert 0.0 <= s["index"] <= 1.0
-    assert report["trained"]["loss"] < report["init"]["loss"]
-    assert report["command"] == " ".join(["jaxscape", "spectrum", "--out", str(out), *TINY])
-    for name in ("spectrum.png", "loss.png", "spectrum.npz"):
-        assert (out / name).stat().st_size > 0
-
-    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "stages").glob("*.npz")}
-    again = run("-m", "jaxscape", "spectrum", "--out", str(out), *TINY)
-    assert again.returncode == 0, again.stderr
-    assert {p.name: p.stat().st_mtime_ns for p in (out / "stages").glob("*.npz")} == stamps
-    assert json.loads((out / "results.json").read_text())["init"] == report["init"]
-
-    changed = run("-m", "jaxscape", "spectrum", "--out", str(out), *TINY[2:], "--steps", "30")
-    assert changed.returncode == 0, changed.stderr
-    new = {p.name: p.stat().st_mtime_ns for p in (out / "stages").glob("*.npz")}
-    assert new["init.npz"] == stamps["init.npz"]  # does not depend on --steps
-    assert new["train.npz"] != stamps["train.npz"] and new["trained.npz"] != stamps["trained.npz"]
-
-
 def test_bad_flags_are_refused():
     bad = run("-m", "jaxscape", "spectrum", "--k", "0")
-    assert bad.returncode == 2 and "--k must be >= 1" in bad.stderr
-    mixture = run("-m", "jaxscape", "spectrum", "--data", "mixture", "--num-classes", "1")
-    assert mixture.returncode == 2 and "--num-classes must be >= 2" in mixture.stderr
+    assert bad.returncode == 2 and "--k must be an integer >= 1, got 0" in bad.stderr
     unknown = run("-m", "jaxscape", "spectra")
     assert unknown.returncode == 2 and "invalid choice: 'spectra'" in unknown.stderr
 

@@ -1,0 +1,259 @@
+"""``jaxscape report``: every promised file, numbers equal to the Python API's, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.flatten_util import ravel_pytree
+
+import jaxscape as js
+from jaxscape import cli
+from jaxscape import report as rp
+from jaxscape.problems import Problem, builtin_problem
+from jaxscape.runfolder import load_params, save_params
+
+TINY = {
+    "steps": 20,
+    "batch_size": 32,
+    "alphas": 5,
+    "surface_points": 5,
+    "k": 2,
+    "lanczos_iters": 16,
+    "slq_probes": 2,
+    "trace_matvecs": 6,
+    "sharpness_steps": 3,
+    "basin_directions": 2,
+}
+pytestmark = pytest.mark.xdist_group("report")  # one worker builds the shared run once
+PROBLEM = ["--width", "8", "--num-examples", "120"]
+
+
+def _flags(opts: dict) -> list[str]:
+    return [x for k, v in opts.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return builtin_problem(
+        jax.random.key(0), "mlp", "digits", width=8, num_examples=120, dtype=jnp.float32
+    )
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    code = cli.main(["report", "--out", str(out), "--quiet", *PROBLEM, *_flags(TINY)])
+    return code, out
+
+
+def _strip(stages: dict) -> dict:
+    return {
+        k: {f: v for f, v in s.items() if f not in ("seconds", "cached")} for k, s in stages.items()
+    }
+
+
+def test_cli_report_writes_every_file_and_html_links_exist(cli_run):
+    code, out = cli_run
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    for name in results["files"]:
+        assert (out / name).is_file(), name
+    expected = {"training.png", "interpolation.png", "spectrum.png", "arrays.npz"}
+    expected |= {f"{k}-{o}.png" for k in ("surface", "pca") for o in ("sgd", "adam")}
+    expected |= {f"params-{p}.npz" for p in ("init", "sgd", "sgd-mid", "adam", "adam-mid")}
+    assert expected <= set(results["files"])
+    page = (out / "report.html").read_text()
+    links = re.findall(r"(?:src|href)=['\"]([^'\"]+)['\"]", page)
+    assert links and all((out / link).is_file() for link in links)
+    assert {"training.png", "spectrum.png", "interpolation.png"} <= set(links)
+    stages = set(results["stages"])
+    assert {"train-sgd", "train-adam", "interpolation", "hessian-init", "hessian-sgd-mid"} <= stages
+    assert results["device"]["platform"] == jax.devices()[0].platform
+    assert results["command"][:2] == ["jaxscape", "report"]
+    assert results["errors"] == [] and results["summary"]
+
+
+def test_results_equal_the_python_api(cli_run, problem):
+    _, out = cli_run
+    results = json.loads((out / "results.json").read_text())
+    st = results["stages"]
+    arrays = np.load(out / "arrays.npz")
+    p0 = load_params(out / "params-init.npz", problem.params)
+    chex_close = lambda a, b, **kw: np.testing.assert_allclose(np.asarray(a), np.asarray(b), **kw)  # noqa: E731
+    chex_close(ravel_pytree(p0)[0], ravel_pytree(problem.params)[0])
+    # training: the same run through fit, then the recorded losses
+    fitted = js.fit(
+        jax.random.fold_in(jax.random.key(0), 1), problem.loss_fn, problem.params,
+        optax.sgd(TINY_LR := rp.ReportOptions().sgd_lr), problem.train, num_steps=20,
+        batch_size=32, record_every=rp._record_every(20),
+    )  # fmt: skip
+    assert st["train-sgd"]["lr"] == TINY_LR
+    p_sgd = load_params(out / "params-sgd.npz", problem.params)
+    chex_close(ravel_pytree(p_sgd)[0], ravel_pytree(fitted.params)[0], rtol=1e-5, atol=1e-6)
+    assert st["train-sgd"]["train_loss"] == pytest.approx(
+        float(problem.loss_fn(p_sgd, problem.train)), rel=1e-5
+    )
+    assert st["train-sgd"]["test_loss"] == pytest.approx(
+        float(problem.loss_fn(p_sgd, problem.test)), rel=1e-5
+    )
+    # interpolation θ₀ → θ*(sgd) on the test set
+    alphas = arrays["interpolation/alphas"]
+    prof = js.interpolate(problem.loss_fn, p0, p_sgd, problem.test, alphas)
+    chex_close(arrays["interpolation/init-sgd/test_loss"], prof.loss, rtol=1e-5)
+    # Hessian at θ*(sgd): λ_max against the dense Hessian
+    h = np.linalg.eigvalsh(
+        np.asarray(js.hessian_matrix(problem.loss_fn, p_sgd, problem.train), float)
+    )
+    assert st["hessian-sgd"]["top"][0] == pytest.approx(h[-1], rel=2e-2)
+    assert st["hessian-sgd"]["bottom"][0] >= h[0] - 2e-2 * abs(h).max()
+    assert st["hessian-sgd"]["loss"] == pytest.approx(st["train-sgd"]["train_loss"], rel=1e-5)
+    # surface centre and sharpness at the solution
+    assert st["surface-sgd"]["center_loss"] == pytest.approx(
+        st["train-sgd"]["train_loss"], rel=1e-5
+    )
+    assert st["flatness-sgd"]["loss"] == pytest.approx(st["train-sgd"]["train_loss"], rel=1e-5)
+    assert st["flatness-sgd"]["sharpness"] >= 0
+
+
+def test_resume_after_an_interrupted_stage_equals_a_clean_run(tmp_path, problem, monkeypatch):
+    opts = {**TINY, "stages": ("train", "interpolation", "hessian"), "optimizers": ("adam",)}
+    clean = rp.report(problem, tmp_path / "clean", opts, quiet=True)
+    real = rp._spectrum
+
+    def interrupted(*args):  # Ctrl-C in the middle of the Hessian stages
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rp, "_spectrum", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        rp.report(problem, tmp_path / "resumed", opts, quiet=True)
+    monkeypatch.setattr(rp, "_spectrum", real)
+    resumed = rp.report(problem, tmp_path / "resumed", opts, quiet=True)
+    assert resumed.results["stages"]["train-adam"]["cached"]
+    assert resumed.results["stages"]["interpolation"]["cached"]
+    assert not resumed.results["stages"]["hessian-adam"]["cached"]
+    assert _strip(resumed.results["stages"]) == _strip(clean.results["stages"])
+    # a changed option recomputes only what depends on it
+    again = rp.report(problem, tmp_path / "resumed", {**opts, "alphas": 9}, quiet=True)
+    cached = {k: v["cached"] for k, v in again.results["stages"].items()}
+    assert cached == {**{k: True for k in cached}, "interpolation": False}
+
+
+def test_nonfinite_training_stops_the_stage_and_keeps_the_rest(tmp_path):
+    x = jax.random.normal(jax.random.key(0), (64, 4), jnp.float32)
+    quad = Problem(
+        name="least-squares",
+        loss_fn=lambda w, b: jnp.mean((b[0] @ w - b[1]) ** 2),
+        params=jnp.zeros(4, jnp.float32),
+        train=(x, x.sum(1)),
+    )
+    opts = {**TINY, "sgd_lr": 1e3, "stages": ("train", "hessian"), "k": 1}
+    res = rp.report(quad, tmp_path / "run", opts, quiet=True)
+    assert len(res.errors) == 1 and "non-finite" in res.errors[0] and "--sgd-lr" in res.errors[0]
+    st = res.results["stages"]
+    assert st["train-sgd"]["finite"] is False and "hessian-sgd" not in st
+    assert st["train-adam"]["finite"] and "hessian-adam" in st
+    assert (tmp_path / "run" / "report.html").is_file()
+
+
+def _bad_problem_module(folder):
+    (folder / "badproblem.py").write_text(
+        textwrap.dedent(
+            """
+            def make():
+                return 42
+            """
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "resnet"], "unknown --model 'resnet'; choose one of: mlp"),
+        (["--data", "imagenet"], "unknown --data 'imagenet'"),
+        (["--data", "mnist:missing-folder"], "missing-folder does not exist"),
+        (["--problem", "nosuchmodule:make"], "cannot import module 'nosuchmodule'"),
+        (["--problem", "badproblem:make"], "--problem 'badproblem:make'"),
+        (["--steps", "0"], "--steps must be an integer >= 1"),
+        (["--optimizers", "sgd,lbfgs"], "--optimizers must be distinct names from sgd, adam"),
+        (["--config", "nofile.toml"], "--config nofile.toml: no such file"),
+        (["--config", "bad.toml"], "unknown key 'stepz'"),
+        (["--params", "nofile.npz"], "params file nofile.npz does not exist"),
+        (["--params", "wrong.npz"], "does not match the problem's params"),
+        (["--out", "notarun"], "is not a jaxscape run folder"),
+        (["--out", "oldrun"], "holds a run of format 0"),
+    ],
+)
+def test_bad_input_gives_its_message_and_exit_code_2(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    _bad_problem_module(tmp_path)
+    (tmp_path / "bad.toml").write_text("stepz = 3\n")
+    save_params(tmp_path / "wrong.npz", {"w": np.zeros(3, np.float32)})
+    (tmp_path / "notarun").mkdir()
+    (tmp_path / "notarun" / "data.txt").write_text("mine")
+    (tmp_path / "oldrun").mkdir()
+    (tmp_path / "oldrun" / "run.json").write_text('{"format": 0}')
+    args = (
+        ["report", "--out", "out", *PROBLEM, *argv]
+        if "--out" not in argv
+        else ["report", *PROBLEM, *argv]
+    )
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jaxscape: error:") and message in err, err
+    assert (tmp_path / "notarun" / "data.txt").read_text() == "mine"
+
+
+def test_config_file_sets_flags_and_flags_override_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run.toml").write_text(
+        'optimizers = ["adam"]\nstages = ["train"]\nsteps = 10\nadam-lr = 0.01\nbatch_size = 32\n'
+        "width = 8\nnum-examples = 120\nquiet = true\n"
+    )
+    assert cli.main(["report", "--config", "run.toml", "--out", "a", "--steps", "20"]) == 0
+    r = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert r["options"]["steps"] == 20 and r["options"]["adam_lr"] == 0.01
+    assert r["options"]["optimizers"] == ["adam"] and list(r["stages"]) == ["train-adam"]
+    assert r["problem"]["num_params"] == 64 * 8 + 8 + 8 * 8 + 8 + 8 * 10 + 10
+
+
+def test_single_jobs_on_saved_params(cli_run, tmp_path, capsys):
+    _, run = cli_run
+    a, b = str(run / "params-init.npz"), str(run / "params-sgd.npz")
+    common = [*PROBLEM, *_flags({k: v for k, v in TINY.items() if k != "steps"}), "--quiet"]
+    assert (
+        cli.main(["interpolate", "--out", str(tmp_path / "i"), "--params", a, "--end", b, *common])
+        == 0
+    )
+    st = json.loads((tmp_path / "i" / "results.json").read_text())["stages"]
+    assert list(st) == ["interpolation"]
+    ref = json.loads((run / "results.json").read_text())["stages"]["interpolation"]["init-sgd"]
+    assert st["interpolation"]["init-end"]["loss_end"] == pytest.approx(ref["loss_end"], rel=1e-6)
+    assert (
+        cli.main(["spectrum", "--out", str(tmp_path / "s"), "--params", b, "--no-train", *common])
+        == 0
+    )
+    st = json.loads((tmp_path / "s" / "results.json").read_text())["stages"]
+    assert list(st) == ["hessian-init"]
+    assert str(tmp_path / "s" / "report.html") in capsys.readouterr().out
+
+
+def test_list_names_models_data_and_experiments(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "deep-linear" in out and "mnist:PATH" in out and "experiments" in out
+
+
+def test_params_files_round_trip(tmp_path, problem):
+    save_params(tmp_path / "p.npz", problem.params)
+    back = load_params(tmp_path / "p.npz", problem.params)
+    assert jax.tree.all(
+        jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), back, problem.params)
+    )
