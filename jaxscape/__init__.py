@@ -10,7 +10,7 @@ and noisy optimizers (``jaxscape.optim``) and saddle dynamics (``escape_saddle``
 See ``DESIGN.md`` for the conventions.
 """
 
-from jaxscape import data, datasets, dynamics, optim, toys
+from jaxscape import data, datasets, dynamics, optim, report, toys
 from jaxscape.connectivity import (
     Alignment,
     Curve,
@@ -94,6 +94,9 @@ from jaxscape.optim import (
     saddle_free_newton_step,
     sgld,
 )
+from jaxscape.problems import Problem, builtin_problem, list_builtins, load_problem
+from jaxscape.report import Report, ReportOptions
+from jaxscape.runfolder import RunFolder, StageRecord, load_params, save_params
 from jaxscape.spectrum import (
     Density,
     Eigs,
@@ -125,9 +128,14 @@ __all__ = [
     "LSTMClassifier",
     "Plane",
     "Probe",
+    "Problem",
     "Profile",
+    "Report",
+    "ReportOptions",
+    "RunFolder",
     "Search",
     "Sharpness",
+    "StageRecord",
     "TaylorStep",
     "TraceEstimate",
     "__version__",
@@ -137,6 +145,7 @@ __all__ = [
     "barrier",
     "basin_width",
     "bezier",
+    "builtin_problem",
     "classify",
     "combine",
     "compare_optimizers",
@@ -168,6 +177,9 @@ __all__ = [
     "init_model",
     "interpolate",
     "line_losses",
+    "list_builtins",
+    "load_params",
+    "load_problem",
     "model_loss",
     "mse_loss",
     "negative_fraction",
@@ -184,11 +196,13 @@ __all__ = [
     "project",
     "random_direction",
     "random_walk",
+    "report",
     "restrict",
     "saddle_free_newton",
     "saddle_free_newton_step",
     "saddle_optimizers",
     "saddle_problems",
+    "save_params",
     "sgld",
     "sharpness",
     "spectral_density",

@@ -193,7 +193,7 @@ def run_job(args: argparse.Namespace, argv: list[str]) -> int:
 
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
-    from jaxscape.report import report
+    from jaxscape import report
     from jaxscape.runfolder import load_params
 
     problem = _problem(args)
@@ -210,7 +210,7 @@ def run_job(args: argparse.Namespace, argv: list[str]) -> int:
         options["stages"] = tuple(s for s in options["stages"] if s != "train")
         if not options["stages"]:
             raise ValueError("nothing to do: --no-train leaves no stage; add --stages.")
-    result = report(
+    result = report.run(
         problem, args.out, options, end=end, command=["jaxscape", *argv], quiet=args.quiet
     )
     if args.quiet:

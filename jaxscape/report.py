@@ -1,6 +1,6 @@
 """``jaxscape report``: one call from a problem to a landscape report in a resumable run folder.
 
-``report(problem, out)`` trains the problem's initialization ``θ₀`` with SGD and with Adam
+``run(problem, out)`` trains the problem's initialization ``θ₀`` with SGD and with Adam
 (recording both trajectories) and then measures, for each solution ``θ*``:
 
 - **training curves**: full-batch train and test loss (and accuracy) along the trajectory;
@@ -47,7 +47,7 @@ from jaxscape._report_html import write as _write
 from jaxscape._util import chunked_map
 from jaxscape.curvature import hessian_operator
 from jaxscape.problems import Problem
-from jaxscape.runfolder import RunFolder, StageRecord, _jsonable, load_params, save_params
+from jaxscape.runfolder import RunFolder, StageRecord, _jsonable
 from jaxscape.train import fit
 
 STAGES = ("train", "interpolation", "surface", "hessian", "flatness")
@@ -178,7 +178,7 @@ def _flag(name: str) -> str:
 
 
 class Report(NamedTuple):
-    """``report``'s result: the folder, ``results.json``'s contents, and the errors (stages
+    """``run``'s result: the folder, ``results.json``'s contents, and the errors (stages
     stopped by non-finite values; empty when everything ran)."""
 
     path: Path
@@ -268,7 +268,7 @@ def _optimizer(name: str, lr: float, momentum: float) -> optax.GradientTransform
 # --------------------------------------------------------------------------- the report
 
 
-def report(
+def run(
     problem: Problem,
     out: str | Path,
     options: ReportOptions | Mapping[str, Any] | None = None,
@@ -782,8 +782,6 @@ __all__ = [
     "STAGES",
     "Report",
     "ReportOptions",
-    "load_params",
-    "report",
-    "save_params",
+    "run",
     "summarize",
 ]

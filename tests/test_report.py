@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import textwrap
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -47,10 +48,12 @@ def problem():
 
 
 @pytest.fixture(scope="module")
-def cli_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cli") / "run"
-    code = cli.main(["report", "--out", str(out), "--quiet", *PROBLEM, *_flags(TINY)])
-    return code, out
+def cli_run(tmp_path_factory, problem):
+    """The tiny report, once per worker, on the module's problem (its compiled functions are
+    then reused by the tests below); the command line itself is exercised further down."""
+    out = tmp_path_factory.mktemp("report") / "run"
+    res = rp.run(problem, out, TINY, command=["jaxscape", "report", "--out", str(out)], quiet=True)
+    return (1 if res.errors else 0), out
 
 
 def _strip(stages: dict) -> dict:
@@ -59,7 +62,7 @@ def _strip(stages: dict) -> dict:
     }
 
 
-def test_cli_report_writes_every_file_and_html_links_exist(cli_run):
+def test_report_writes_every_file_and_html_links_exist(cli_run):
     code, out = cli_run
     assert code == 0
     results = json.loads((out / "results.json").read_text())
@@ -124,7 +127,7 @@ def test_results_equal_the_python_api(cli_run, problem):
 
 def test_resume_after_an_interrupted_stage_equals_a_clean_run(tmp_path, problem, monkeypatch):
     opts = {**TINY, "stages": ("train", "interpolation", "hessian"), "optimizers": ("adam",)}
-    clean = rp.report(problem, tmp_path / "clean", opts, quiet=True)
+    clean = rp.run(problem, tmp_path / "clean", opts, quiet=True)
     real = rp._spectrum
 
     def interrupted(*args):  # Ctrl-C in the middle of the Hessian stages
@@ -132,15 +135,15 @@ def test_resume_after_an_interrupted_stage_equals_a_clean_run(tmp_path, problem,
 
     monkeypatch.setattr(rp, "_spectrum", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        rp.report(problem, tmp_path / "resumed", opts, quiet=True)
+        rp.run(problem, tmp_path / "resumed", opts, quiet=True)
     monkeypatch.setattr(rp, "_spectrum", real)
-    resumed = rp.report(problem, tmp_path / "resumed", opts, quiet=True)
+    resumed = rp.run(problem, tmp_path / "resumed", opts, quiet=True)
     assert resumed.results["stages"]["train-adam"]["cached"]
     assert resumed.results["stages"]["interpolation"]["cached"]
     assert not resumed.results["stages"]["hessian-adam"]["cached"]
     assert _strip(resumed.results["stages"]) == _strip(clean.results["stages"])
     # a changed option recomputes only what depends on it
-    again = rp.report(problem, tmp_path / "resumed", {**opts, "alphas": 9}, quiet=True)
+    again = rp.run(problem, tmp_path / "resumed", {**opts, "alphas": 9}, quiet=True)
     cached = {k: v["cached"] for k, v in again.results["stages"].items()}
     assert cached == {**{k: True for k in cached}, "interpolation": False}
 
@@ -153,12 +156,12 @@ def test_nonfinite_training_stops_the_stage_and_keeps_the_rest(tmp_path):
         params=jnp.zeros(4, jnp.float32),
         train=(x, x.sum(1)),
     )
-    opts = {**TINY, "sgd_lr": 1e3, "stages": ("train", "hessian"), "k": 1}
-    res = rp.report(quad, tmp_path / "run", opts, quiet=True)
+    opts = {**TINY, "sgd_lr": 1e3, "stages": ("train", "interpolation")}
+    res = rp.run(quad, tmp_path / "run", opts, quiet=True)
     assert len(res.errors) == 1 and "non-finite" in res.errors[0] and "--sgd-lr" in res.errors[0]
     st = res.results["stages"]
-    assert st["train-sgd"]["finite"] is False and "hessian-sgd" not in st
-    assert st["train-adam"]["finite"] and "hessian-adam" in st
+    assert st["train-sgd"]["finite"] is False and "sgd-adam" not in st["interpolation"]
+    assert st["train-adam"]["finite"] and "init-adam" in st["interpolation"]
     assert (tmp_path / "run" / "report.html").is_file()
 
 
@@ -257,3 +260,20 @@ def test_params_files_round_trip(tmp_path, problem):
     assert jax.tree.all(
         jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), back, problem.params)
     )
+
+
+def test_readme_problem_examples_load_and_report(tmp_path, monkeypatch):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "def make(" in b]
+    assert len(blocks) == 3  # linen, NNX, plain JAX
+    monkeypatch.chdir(tmp_path)
+    for i, code in enumerate(blocks):
+        (tmp_path / f"readme_problem_{i}.py").write_text(code)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        problem = js.load_problem(f"readme_problem_{i}:make")
+        assert float(problem.loss_fn(problem.params, problem.train)) > 0
+    argv = ["report", "--problem", "readme_problem_2:make", "--problem-arg", "num_examples=64"]
+    argv += ["--out", "plain", "--stages", "train", "--quiet", *_flags(TINY)]
+    assert cli.main(argv) == 0
+    r = json.loads((tmp_path / "plain" / "results.json").read_text())
+    assert r["problem"]["num_train"] == 64 and r["problem"]["name"] == "readme_problem_2:make"
