@@ -277,3 +277,36 @@ def test_readme_problem_examples_load_and_report(tmp_path, monkeypatch):
     assert cli.main(argv) == 0
     r = json.loads((tmp_path / "plain" / "results.json").read_text())
     assert r["problem"]["num_train"] == 64 and r["problem"]["name"] == "readme_problem_2:make"
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_to_the_clean_result(tmp_path):
+    """SIGKILL the command while SGD trains (after its first checkpoint), rerun it: the result
+    equals an uninterrupted run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    flags = [*PROBLEM, *_flags({**TINY, "steps": 3000}), "--stages", "train,interpolation"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+
+    def command(out):
+        return [sys.executable, "-m", "jaxscape", "report", "--out", str(out), "--quiet", *flags]
+
+    clean = subprocess.run(command(tmp_path / "clean"), env=env, capture_output=True, timeout=600)
+    assert clean.returncode == 0, clean.stderr
+    proc = subprocess.Popen(command(tmp_path / "run"), env=env)
+    deadline = time.time() + 300
+    while not list((tmp_path / "run" / "stages").glob("train-sgd/work-*/checkpoints/*/")):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "run" / "stages" / "train-sgd" / "record.json").exists()
+    again = subprocess.run(command(tmp_path / "run"), env=env, capture_output=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    a = json.loads((tmp_path / "clean" / "results.json").read_text())["stages"]
+    b = json.loads((tmp_path / "run" / "results.json").read_text())["stages"]
+    assert _strip(a) == _strip(b)
