@@ -72,6 +72,9 @@ def _line_summary(name: str, coords, losses) -> dict:
     return out
 
 
+_NAMES = {"sgd": "SGD", "adam": "Adam"}
+
+
 def summarize(stages: Mapping[str, Mapping], opts: Any) -> list[str]:
     """Plain sentences on what the recorded stages show (the report's summary)."""
     lines = []
@@ -80,11 +83,11 @@ def summarize(stages: Mapping[str, Mapping], opts: Any) -> list[str]:
         if t is None:
             continue
         if not t.get("finite"):
-            lines.append(f"Training with {name.upper()} diverged: {t['line']}.")
+            lines.append(f"Training with {_NAMES.get(name, name)} diverged: {t['line']}.")
             continue
         acc = t.get("test_accuracy")
         lines.append(
-            f"{name.upper()} reached train loss {t['train_loss']:.4g}"
+            f"{_NAMES.get(name, name)} reached train loss {t['train_loss']:.4g}"
             + (f", test loss {t['test_loss']:.4g}" if "test_loss" in t else "")
             + (f", test accuracy {100 * acc:.1f}%" if acc is not None else "")
             + f" after {t['steps_done']} steps."
@@ -109,9 +112,10 @@ def summarize(stages: Mapping[str, Mapping], opts: Any) -> list[str]:
         if name.startswith("hessian-") and h.get("finite"):
             point = name.removeprefix("hessian-")
             lines.append(
-                f"Hessian at {_point_label(point)}: index {100 * h['index']:.2f}% "
-                f"({100 * h['index_tol']:.2f}% beyond the tolerance), λ_max {h['top'][0]:.4g}, "
-                f"λ_min {h['bottom'][0]:.4g}, trace {h['trace']:.4g}."
+                f"Hessian at {_point_label(point)}: index {100 * h['index_tol']:.2f}% "
+                f"(share of eigenvalues below −{opts.index_tol:g}·λ_max; "
+                f"{100 * h['index']:.2f}% below 0, which counts SLQ nodes of the bulk around 0), "
+                f"λ_max {h['top'][0]:.4g}, λ_min {h['bottom'][0]:.4g}, trace {h['trace']:.4g}."
             )
     h = stages.get("hessian-sgd")
     if h and h.get("finite"):
@@ -141,8 +145,8 @@ def _point_label(name: str) -> str:
     if name == "end":
         return "the given end point"
     if name.endswith("-mid"):
-        return f"the middle of {name.removesuffix('-mid').upper()} training"
-    return f"θ*({name.upper()})"
+        return f"the middle of {_NAMES.get(name[:-4], name[:-4])} training"
+    return f"θ*({_NAMES.get(name, name)})"
 
 
 # --------------------------------------------------------------------------- figures
@@ -364,8 +368,8 @@ def _page(r: dict, figures: list[str]) -> str:
                 h["bottom"][0],
                 h["trace"],
                 h["trace_stderr"],
-                f"{100 * h['index']:.2f}%",
                 f"{100 * h['index_tol']:.2f}%",
+                f"{100 * h['index']:.2f}%",
                 h["max_residual"],
             ]
             for n, h in hess.items()
@@ -379,8 +383,8 @@ def _page(r: dict, figures: list[str]) -> str:
             "λ_min",
             "trace",
             "± (1 s.e.)",
-            "index",
-            "index beyond tol",
+            f"index (λ < −{r['options']['index_tol']:g}·λ_max)",
+            "share λ < 0 (SLQ)",
             "eigsh residual",
         ]
         parts += [_table(header, rows), _img("spectrum.png", figures)]

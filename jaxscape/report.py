@@ -48,7 +48,7 @@ from jaxscape._util import chunked_map
 from jaxscape.curvature import hessian_operator
 from jaxscape.problems import Problem
 from jaxscape.runfolder import RunFolder, StageRecord, _jsonable
-from jaxscape.train import fit
+from jaxscape.train import _Progress, fit
 
 STAGES = ("train", "interpolation", "surface", "hessian", "flatness")
 OPTIMIZERS = ("sgd", "adam")
@@ -338,7 +338,7 @@ class _Job:
         return self.unravel(jnp.asarray(flat, self.flat0.dtype))
 
     def bar(self, name: str, total: int):
-        return _Bar(name, total, self.show)
+        return _Progress(total, 0, self.show, False, label=name)
 
     # ---- the job
 
@@ -591,8 +591,8 @@ class _Job:
             results["line"] = (
                 f"{name}: λ_max {results['top'][0]:.4g}, λ_min {results['bottom'][0]:.4g}, "
                 f"trace {results['trace']:.4g} ± {results['trace_stderr']:.2g}, index "
-                f"{100 * results['index']:.2f}% ({100 * results['index_tol']:.2f}% below "
-                f"-{o.index_tol:g}·λ_max)"
+                f"{100 * results['index_tol']:.2f}% below -{o.index_tol:g}·λ_max "
+                f"({100 * results['index']:.2f}% below 0)"
             )
             if not results["finite"]:
                 results["line"] = f"{name}: NaN/inf in the Hessian products; nothing kept"
@@ -741,40 +741,6 @@ def _versions() -> dict:
         "numpy": np.__version__,
         "python": sys.version.split()[0],
     }
-
-
-class _Bar:
-    """A rich progress bar with ETA for one stage (a no-op when hidden)."""
-
-    def __init__(self, name: str, total: int, show: bool):
-        self.show = show
-        if show:
-            from rich import progress as rp
-            from rich.console import Console
-
-            self.progress = rp.Progress(
-                rp.TextColumn(name),
-                rp.BarColumn(),
-                rp.MofNCompleteColumn(),
-                rp.TimeElapsedColumn(),
-                rp.TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self.task = self.progress.add_task(name, total=total)
-
-    def __enter__(self):
-        if self.show:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.show:
-            self.progress.stop()
-
-    def advance(self):
-        if self.show:
-            self.progress.advance(self.task)
 
 
 __all__ = [

@@ -502,9 +502,10 @@ class _Checkpoints:
 
 
 class _Progress:
-    """A rich progress bar with the last recorded loss and steps/s (a no-op when off)."""
+    """A rich progress bar with ETA and an info field (``fit``: the last recorded loss and
+    steps/s; ``report``: one per stage); a no-op when off."""
 
-    def __init__(self, total: int, done: int, show: bool | None, long_run: bool):
+    def __init__(self, total: int, done: int, show: bool | None, long_run: bool, label="fit"):
         self.show = (long_run and sys.stderr.isatty()) if show is None else show
         self.total, self.start, self.t0 = total, done, time.perf_counter()
         if self.show:
@@ -512,14 +513,14 @@ class _Progress:
             from rich.console import Console
 
             self.bar = rp.Progress(
-                rp.TextColumn("fit"),
+                rp.TextColumn(label),
                 rp.BarColumn(),
                 rp.MofNCompleteColumn(),
                 rp.TimeRemainingColumn(),
                 rp.TextColumn("{task.fields[info]}"),
                 console=Console(stderr=True),
             )
-            self.task = self.bar.add_task("fit", total=total, completed=done, info="")
+            self.task = self.bar.add_task(label, total=total, completed=done, info="")
 
     def __enter__(self):
         if self.show:
@@ -529,6 +530,10 @@ class _Progress:
     def __exit__(self, *exc):
         if self.show:
             self.bar.stop()
+
+    def advance(self) -> None:
+        if self.show:
+            self.bar.advance(self.task)
 
     def update(self, done: int, loss: float) -> None:
         if self.show:

@@ -182,6 +182,7 @@ def _bad_problem_module(folder):
         (["--model", "resnet"], "unknown --model 'resnet'; choose one of: mlp"),
         (["--data", "imagenet"], "unknown --data 'imagenet'"),
         (["--data", "mnist:missing-folder"], "missing-folder does not exist"),
+        (["--data", "mnist:badmnist"], "in badmnist/train-images-idx3-ubyte"),
         (["--problem", "nosuchmodule:make"], "cannot import module 'nosuchmodule'"),
         (["--problem", "badproblem:make"], "--problem 'badproblem:make'"),
         (["--steps", "0"], "--steps must be an integer >= 1"),
@@ -198,6 +199,9 @@ def test_bad_input_gives_its_message_and_exit_code_2(tmp_path, monkeypatch, caps
     monkeypatch.chdir(tmp_path)
     _bad_problem_module(tmp_path)
     (tmp_path / "bad.toml").write_text("stepz = 3\n")
+    (tmp_path / "badmnist").mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (tmp_path / "badmnist" / name).write_bytes(b"\x8b" * 100)  # not IDX: names the file
     save_params(tmp_path / "wrong.npz", {"w": np.zeros(3, np.float32)})
     (tmp_path / "notarun").mkdir()
     (tmp_path / "notarun" / "data.txt").write_text("mine")
@@ -218,12 +222,13 @@ def test_config_file_sets_flags_and_flags_override_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "run.toml").write_text(
         'optimizers = ["adam"]\nstages = ["train"]\nsteps = 10\nadam-lr = 0.01\nbatch_size = 32\n'
-        "width = 8\nnum-examples = 120\nquiet = true\n"
+        'width = 8\nnum-examples = 120\nquiet = true\ndtype = "float64"\n'
     )
     assert cli.main(["report", "--config", "run.toml", "--out", "a", "--steps", "20"]) == 0
     r = json.loads((tmp_path / "a" / "results.json").read_text())
     assert r["options"]["steps"] == 20 and r["options"]["adam_lr"] == 0.01
     assert r["options"]["optimizers"] == ["adam"] and list(r["stages"]) == ["train-adam"]
+    assert r["problem"]["dtype"] == "float64"
     assert r["problem"]["num_params"] == 64 * 8 + 8 + 8 * 8 + 8 + 8 * 10 + 10
 
 
@@ -310,3 +315,17 @@ def test_killed_training_resumes_to_the_clean_result(tmp_path):
     a = json.loads((tmp_path / "clean" / "results.json").read_text())["stages"]
     b = json.loads((tmp_path / "run" / "results.json").read_text())["stages"]
     assert _strip(a) == _strip(b)
+
+
+def test_bench_runs_each_benchmark_script(monkeypatch, tmp_path):
+    calls = []
+
+    def fake_run(cmd, check):
+        calls.append(cmd)
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(cli.subprocess, "run", fake_run)
+    assert cli.main(["bench", "--quick", "--out", str(tmp_path)]) == 0
+    scripts = sorted(Path(c[1]).name for c in calls)
+    assert scripts == ["bench_hvp.py", "bench_landscape.py", "bench_train.py"]
+    assert all(c[-1] == "--quick" and str(tmp_path) in c for c in calls)
