@@ -1,9 +1,11 @@
 """The written part of ``jaxscape report``: the summary sentences, and the files of a run
 folder made from its recorded stages — figures (PNG), ``arrays.npz``, ``params-*.npz``,
-``results.json`` and ``report.html``."""
+``results.json`` and ``report.html`` (one page with the figures embedded, each linked to its
+PNG file)."""
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import os
@@ -35,7 +37,8 @@ def write(folder: Path, results: dict, records: dict, points: dict, problem) -> 
     files += figures
     results["files"] = ["report.html", "results.json", *files]
     _atomic(folder / "results.json", json.dumps(results, indent=1, allow_nan=False))
-    _atomic(folder / "report.html", _page(results, figures))
+    embedded = {name: base64.b64encode((folder / name).read_bytes()).decode() for name in figures}
+    _atomic(folder / "report.html", _page(results, embedded))
 
 
 def _atomic(path: Path, text: str) -> None:
@@ -284,11 +287,15 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _img(name: str, figures: list[str]) -> str:
-    return f'<img src="{html.escape(name)}" alt="{html.escape(name)}">' if name in figures else ""
+def _img(name: str, figures: dict[str, str]) -> str:
+    """The figure embedded (the page stands alone), linked to its PNG file."""
+    if name not in figures:
+        return ""
+    e = html.escape(name)
+    return f"<a href='{e}'><img src='data:image/png;base64,{figures[name]}' alt='{e}'></a>"
 
 
-def _page(r: dict, figures: list[str]) -> str:
+def _page(r: dict, figures: dict[str, str]) -> str:
     e = html.escape
     p, st = r["problem"], r["stages"]
     parts = [

@@ -40,14 +40,14 @@ def _flags(opts: dict) -> list[str]:
     return [x for k, v in opts.items() for x in (f"--{k.replace('_', '-')}", str(v))]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # per worker; one worker runs this file
 def problem():
     return builtin_problem(
         jax.random.key(0), "mlp", "digits", width=8, num_examples=120, dtype=jnp.float32
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # per worker; one worker runs this file
 def cli_run(tmp_path_factory, problem):
     """The tiny report, once per worker, on the module's problem (its compiled functions are
     then reused by the tests below); the command line itself is exercised further down."""
@@ -74,8 +74,11 @@ def test_report_writes_every_file_and_html_links_exist(cli_run):
     assert expected <= set(results["files"])
     page = (out / "report.html").read_text()
     links = re.findall(r"(?:src|href)=['\"]([^'\"]+)['\"]", page)
-    assert links and all((out / link).is_file() for link in links)
-    assert {"training.png", "spectrum.png", "interpolation.png"} <= set(links)
+    files = [link for link in links if not link.startswith("data:")]
+    assert files and all((out / link).is_file() for link in files)
+    assert {"training.png", "spectrum.png", "interpolation.png"} <= set(files)
+    pngs = [f for f in results["files"] if f.endswith(".png")]
+    assert len(links) - len(files) == len(pngs)  # every figure embedded: the page stands alone
     stages = set(results["stages"])
     assert {"train-sgd", "train-adam", "interpolation", "hessian-init", "hessian-sgd-mid"} <= stages
     assert results["device"]["platform"] == jax.devices()[0].platform
