@@ -10,7 +10,7 @@ and noisy optimizers (``jaxscape.optim``) and saddle dynamics (``escape_saddle``
 See ``DESIGN.md`` for the conventions.
 """
 
-from jaxscape import data, datasets, dynamics, optim, report, toys
+from jaxscape import data, datasets, dynamics, experiment, optim, report, toys
 from jaxscape.connectivity import (
     Alignment,
     Curve,
@@ -162,6 +162,7 @@ __all__ = [
     "entropy_sgd",
     "escape_saddle",
     "estimate_trace",
+    "experiment",
     "find_critical_point",
     "find_critical_points",
     "fit",

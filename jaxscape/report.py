@@ -47,7 +47,7 @@ from jaxscape._report_html import write as _write
 from jaxscape._util import chunked_map
 from jaxscape.curvature import hessian_operator
 from jaxscape.problems import Problem
-from jaxscape.runfolder import RunFolder, StageRecord, _jsonable
+from jaxscape.runfolder import RunFolder, StageRecord, _jsonable, device_info, versions
 from jaxscape.train import _Progress, fit
 
 STAGES = ("train", "interpolation", "surface", "hessian", "flatness")
@@ -345,7 +345,7 @@ class _Job:
     def run(self) -> Report:
         p, o = self.problem, self.opts
         self.say(f"jaxscape report: {p.name}: {p.description or ''}".rstrip(": "))
-        self.say(f"on {_device()['summary']}; output {self.folder.path.resolve()}")
+        self.say(f"on {device_info()['summary']}; output {self.folder.path.resolve()}")
         points: dict[str, Any] = {"init": p.params}
         trains: dict[str, StageRecord] = {}
         if "train" in o.stages:
@@ -671,8 +671,8 @@ class _Job:
             {
                 "jaxscape": jaxscape.__version__,
                 "command": self.folder.meta.get("command"),
-                "versions": _versions(),
-                "device": _device(),
+                "versions": versions(),
+                "device": device_info(),
                 "problem": {
                     "name": p.name,
                     "description": p.description,
@@ -714,33 +714,6 @@ def _fingerprint(problem: Problem, end) -> str:
             h.update(f"{arr.shape}{arr.dtype}".encode())
             h.update(np.ascontiguousarray(arr).tobytes())
     return h.hexdigest()[:16]
-
-
-def _device() -> dict:
-    devices = jax.devices()
-    d = devices[0]
-    kind = getattr(d, "device_kind", "") or d.platform
-    return {
-        "platform": d.platform,
-        "kind": kind,
-        "count": len(devices),
-        "summary": f"{len(devices)}× {d.platform} ({kind})",
-    }
-
-
-def _versions() -> dict:
-    import flax
-
-    import jaxscape
-
-    return {
-        "jaxscape": jaxscape.__version__,
-        "jax": jax.__version__,
-        "flax": flax.__version__,
-        "optax": optax.__version__,
-        "numpy": np.__version__,
-        "python": sys.version.split()[0],
-    }
 
 
 __all__ = [

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import shutil
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -217,6 +218,36 @@ def load_params(path: str | Path, like: Any) -> Any:
     return jax.tree.unflatten(jax.tree.structure(like), out)
 
 
+def device_info() -> dict:
+    """The devices JAX uses: platform, kind, count and a one-line summary."""
+    devices = jax.devices()
+    d = devices[0]
+    kind = getattr(d, "device_kind", "") or d.platform
+    return {
+        "platform": d.platform,
+        "kind": kind,
+        "count": len(devices),
+        "summary": f"{len(devices)}× {d.platform} ({kind})",
+    }
+
+
+def versions() -> dict:
+    """Versions of jaxscape, JAX, Flax, Optax, NumPy and Python (recorded with results)."""
+    import flax
+    import optax
+
+    import jaxscape
+
+    return {
+        "jaxscape": jaxscape.__version__,
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "numpy": np.__version__,
+        "python": sys.version.split()[0],
+    }
+
+
 def _jsonable(value: Any) -> Any:
     """JSON-safe copy: NumPy/JAX scalars and arrays become numbers and lists; NaN and ±inf
     become the strings "NaN", "Infinity", "-Infinity" (strict JSON has no such numbers)."""
@@ -259,4 +290,12 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["FORMAT", "RunFolder", "StageRecord", "load_params", "save_params"]
+__all__ = [
+    "FORMAT",
+    "RunFolder",
+    "StageRecord",
+    "device_info",
+    "load_params",
+    "save_params",
+    "versions",
+]
