@@ -80,13 +80,13 @@ class Experiment:
         self.say(f"[{name}] done ({how})")
         return rec
 
-    def figure(self, fig, name: str) -> str:
+    def figure(self, fig, name: str, *, dpi: int = 110) -> str:
         """Save a Matplotlib figure as ``NAME.png`` in the run folder; returns the file name."""
         import matplotlib.pyplot as plt
 
         file = f"{name}.png"
         fig.tight_layout()
-        fig.savefig(self.path / file, dpi=110)
+        fig.savefig(self.path / file, dpi=dpi)
         plt.close(fig)
         if file not in self.figures:
             self.figures.append(file)
