@@ -57,9 +57,30 @@ def _evaluator(loss_fn, metrics, stacked: bool):
     return on_stack
 
 
-def _evaluate_points(point_of, coeffs, evaluate, data, chunk_size):
-    """``evaluate(point_of(c), data)`` for every row ``c`` of ``coeffs``, chunked."""
-    return chunked_map(lambda c: evaluate(point_of(c), data), coeffs, chunk_size)
+def _grid_kernel(loss_fn, metric_items, stacked, chunk_size, center, directions, coeffs, data):
+    """``evaluate(center + Σ_i c_i d_i, data)`` for every row ``c`` of ``coeffs``, chunked."""
+    evaluate = _evaluator(loss_fn, dict(metric_items), stacked)
+    return chunked_map(
+        lambda c: evaluate(_combine(center, tuple(c), directions), data), coeffs, chunk_size
+    )
+
+
+_grid_jit = jax.jit(_grid_kernel, static_argnums=(0, 1, 2, 3))
+
+
+def _evaluate_grid(fn, loss_fn, metrics, stacked, chunk_size, center, directions, coeffs, data):
+    """Run ``_grid_kernel`` as one compiled program, cached per (loss_fn, metrics, options), so
+    that eager callers do not dispatch the loss op by op. Losses that cannot be hashed (static
+    arguments must be) are traced afresh on each call instead."""
+    if chunk_size is not None:
+        check_positive_int(fn, "chunk_size", chunk_size)
+    static = (loss_fn, tuple((metrics or {}).items()), bool(stacked), chunk_size)
+    try:
+        hash(static)
+    except TypeError:
+        kernel = jax.jit(lambda *a: _grid_kernel(*static, *a))
+        return kernel(center, directions, coeffs, data)
+    return _grid_jit(*static, center, directions, coeffs, data)
 
 
 def _combine(center, coeffs, directions):
@@ -113,12 +134,8 @@ def interpolate(
     if alphas.ndim != 1:
         raise ValueError(f"{fn}: `alphas` must be 1-D, got shape {alphas.shape}.")
     delta = jax.tree.map(jnp.subtract, params_b, params_a)
-    out = _evaluate_points(
-        lambda a: _combine(params_a, (a,), (delta,)),
-        alphas,
-        _evaluator(loss_fn, metrics, stacked),
-        batch,
-        chunk_size,
+    out = _evaluate_grid(
+        fn, loss_fn, metrics, stacked, chunk_size, params_a, (delta,), alphas[:, None], batch
     )
     return Profile(alphas, out.pop("loss"), out)
 
@@ -157,14 +174,8 @@ def surface(
     if xs.ndim != 1 or ys.ndim != 1:
         raise ValueError(f"{fn}: `xs` and `ys` must be 1-D, got {xs.shape} and {ys.shape}.")
     gx, gy = jnp.meshgrid(xs, ys)
-    coeffs = jnp.stack([gy.ravel(), gx.ravel()], axis=1)
-    out = _evaluate_points(
-        lambda c: _combine(center, (c[1], c[0]), (d1, d2)),
-        coeffs,
-        _evaluator(loss_fn, metrics, stacked),
-        batch,
-        chunk_size,
-    )
+    coeffs = jnp.stack([gx.ravel(), gy.ravel()], axis=1)
+    out = _evaluate_grid(fn, loss_fn, metrics, stacked, chunk_size, center, (d1, d2), coeffs, batch)
     out = jax.tree.map(lambda v: v.reshape(len(ys), len(xs)), out)
     return Profile((xs, ys), out.pop("loss"), out)
 

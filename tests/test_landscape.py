@@ -33,6 +33,41 @@ def test_interpolation_of_a_quadratic_is_the_closed_form():
     np.testing.assert_array_equal(prof.coords, alphas)
 
 
+class _UnhashableLoss:
+    """A loss object with ``__eq__`` and no ``__hash__`` (as dataclasses with eq=True)."""
+
+    __hash__ = None
+
+    def __eq__(self, other):
+        return isinstance(other, _UnhashableLoss)
+
+    def __call__(self, params, batch):
+        return quadratic(params, batch)
+
+
+def test_interpolate_and_surface_compile_once_per_loss():
+    """Eager calls run one cached program (not op-by-op dispatch); unhashable losses still work."""
+    a = {"w": jnp.asarray([1.0, -1.0, 2.0], F64)}
+    b = {"w": jnp.asarray([0.0, 2.0, -1.0], F64)}
+    c = jnp.asarray([0.5, 0.5, 0.5], F64)
+
+    def fresh_loss(params, batch):  # a new function object: nothing cached for it yet
+        return quadratic(params, batch)
+
+    before = landscape._grid_jit._cache_size()
+    for shift in (0.0, 1.0, 2.0):  # new values, same shapes: no new program
+        landscape.interpolate(fresh_loss, a, b, c + shift, jnp.linspace(0.0, 1.0, 5, dtype=F64))
+    assert landscape._grid_jit._cache_size() == before + 1
+    xs = jnp.linspace(-1.0, 1.0, 3, dtype=F64)
+    for _ in range(2):
+        landscape.surface(fresh_loss, a, a, b, c, xs, xs)
+    assert landscape._grid_jit._cache_size() == before + 2
+    alphas = jnp.linspace(-0.5, 1.5, 9, dtype=F64)
+    want = landscape.interpolate(quadratic, a, b, c, alphas).loss
+    got = landscape.interpolate(_UnhashableLoss(), a, b, c, alphas).loss
+    np.testing.assert_allclose(got, want, rtol=EXACT)
+
+
 def test_interpolate_metrics_and_stacked_batches_equal_pointwise(mlp_problem):
     loss_fn, params, batch = mlp_problem
     other = mlp_params(jax.random.key(9), [5, 8, 6, 3])
