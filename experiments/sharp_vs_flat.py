@@ -307,13 +307,14 @@ def make_figure(cfg, rec):
         ax.fill_between(al, m - s, m + s, color="gray", alpha=0.25)
     ax2 = ax.twinx()
     for f, ls in (("train_accuracy", "-"), ("test_accuracy", "--")):
-        ax2.plot(al, arr[f"line_{f}"].mean(0), color="C3", ls=ls)
+        ax2.plot(al, arr[f"line_{f}"].mean(0), color="C3", ls=ls, label=f.replace("_", " "))
     ax2.set_ylabel("accuracy (red)", color="C3")
     for x, r in ((0, "small"), (1, "large")):
         ax.axvline(x, color=f"C{RUNS.index(r)}", lw=1)
     ax.set(xlabel="α  (0 = SB solution, 1 = LB solution)", ylabel="loss (black)")
     ax.set_title("θ = (1-α) θ_SB + α θ_LB (Keskar Fig. 3)", fontsize=9)
-    ax.legend(fontsize=7, loc="upper center")
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax2.legend(handles=handles, fontsize=7, loc="center left", framealpha=0.9)
 
     x = np.arange(2)
     ax = axes[0, 2]
