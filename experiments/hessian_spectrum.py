@@ -41,8 +41,6 @@ steps; what the test suite runs, ``--parts edge`` in the fast test). Flags ``--w
 
 from __future__ import annotations
 
-import argparse
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -334,28 +332,15 @@ def edge_panels(axes, cfg, eos):
 # --------------------------------------------------------------------------- main
 
 
-def _positive(flag: str, kind=int):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be a number, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{flag} must be > 0, got {value}")
-        return value
-
-    return parse
-
-
 def build_parser():
     p = experiment.parser(NAME, __doc__)
-    p.add_argument("--width", type=_positive("--width"), help="MLP width for the spectrum")
-    p.add_argument("--steps", type=_positive("--steps"), help="SGD steps (spectrum)")
-    p.add_argument("--eos-steps", type=_positive("--eos-steps"), help="GD steps (edge)")
+    p.add_argument("--width", type=experiment.positive(), help="MLP width for the spectrum")
+    p.add_argument("--steps", type=experiment.positive(), help="SGD steps (spectrum)")
+    p.add_argument("--eos-steps", type=experiment.positive(), help="GD steps (edge)")
     p.add_argument(
-        "--lrs", type=_positive("--lrs", float), nargs="+", help="GD step sizes η (edge)"
+        "--lrs", type=experiment.positive(float), nargs="+", help="GD step sizes η (edge)"
     )
-    p.add_argument("--k", type=_positive("--k"), help="top eigenvalues (>= 2C = 20)")
+    p.add_argument("--k", type=experiment.positive(), help="top eigenvalues (>= 2C = 20)")
     p.add_argument("--no-cnn", action="store_true", help="skip the CNN")
     p.add_argument(
         "--parts",

@@ -332,21 +332,12 @@ def make_figure(cfg, traj, found, summary):
     return fig
 
 
-def _positive(kind):
-    def check(text):
-        value = kind(text)
-        if not value > 0:
-            raise ValueError
-        return value
-
-    check.__name__ = kind.__name__
-    return check
-
-
 def main(argv=None) -> int:
     p = experiment.parser(NAME, __doc__)
     for flag, (kind, text) in FLAGS.items():
-        p.add_argument(f"--{flag.replace('_', '-')}", type=_positive(kind), help=f"{text} (> 0)")
+        p.add_argument(
+            f"--{flag.replace('_', '-')}", type=experiment.positive(kind), help=f"{text} (> 0)"
+        )
     args = p.parse_args(argv)
     jax.config.update("jax_enable_x64", True)  # exact float64 Hessians
     cfg = dict(QUICK if args.quick else FULL)

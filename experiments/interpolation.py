@@ -36,8 +36,6 @@ steps; what the test suite runs). Results go to ``results.json`` in
 
 from __future__ import annotations
 
-import argparse
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -320,27 +318,14 @@ def make_figure(cfg, recs):
 # --------------------------------------------------------------------------- main
 
 
-def _positive(flag: str, minimum: int = 1):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{flag} must be >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
 def build_parser():
     p = experiment.parser(NAME, __doc__)
     p.add_argument("--models", nargs="+", choices=MODELS, help="nets to study")
-    p.add_argument("--width", type=_positive("--width"), help="hidden width for every net")
-    p.add_argument("--steps", type=_positive("--steps"), help="SGD steps for every net")
-    p.add_argument("--grid", type=_positive("--grid", 3), help="plane grid points per axis")
+    p.add_argument("--width", type=experiment.positive(), help="hidden width for every net")
+    p.add_argument("--steps", type=experiment.positive(), help="SGD steps for every net")
+    p.add_argument("--grid", type=experiment.positive(minimum=3), help="plane grid points per axis")
     p.add_argument(
-        "--num-examples", type=_positive("--num-examples", 20), help="digits used (all: 1797)"
+        "--num-examples", type=experiment.positive(minimum=20), help="digits used (all: 1797)"
     )
     return p
 

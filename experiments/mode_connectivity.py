@@ -37,7 +37,6 @@ with ``--quick`` (seconds; what the test suite runs); ``--widths 16 64 256 1024`
 
 from __future__ import annotations
 
-import argparse
 import math
 from functools import cache
 
@@ -370,28 +369,14 @@ def make_figure(cfg, widths, main, curve, perm):
 # --------------------------------------------------------------------------- main
 
 
-def _positive(flag: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            msg = f"{flag} must be a positive integer, got {text!r}"
-            raise argparse.ArgumentTypeError(msg) from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{flag} must be a positive integer, got {value}")
-        return value
-
-    return parse
-
-
 def main(argv=None) -> int:
     p = experiment.parser(NAME, __doc__)
-    p.add_argument("--width", type=_positive("--width"), help="hidden width of the main pair")
-    p.add_argument("--widths", type=_positive("--widths"), nargs="+", help="width sweep")
-    p.add_argument("--depth", type=_positive("--depth"), help="number of hidden layers")
-    p.add_argument("--steps", type=_positive("--steps"), help="Adam steps per network")
-    p.add_argument("--curve-steps", type=_positive("--curve-steps"), help="steps of fit_curve")
-    p.add_argument("--grid", type=_positive("--grid"), help="plane grid points per axis")
+    p.add_argument("--width", type=experiment.positive(), help="hidden width of the main pair")
+    p.add_argument("--widths", type=experiment.positive(), nargs="+", help="width sweep")
+    p.add_argument("--depth", type=experiment.positive(), help="number of hidden layers")
+    p.add_argument("--steps", type=experiment.positive(), help="Adam steps per network")
+    p.add_argument("--curve-steps", type=experiment.positive(), help="steps of fit_curve")
+    p.add_argument("--grid", type=experiment.positive(), help="plane grid points per axis")
     args = p.parse_args(argv)
     cfg = dict(QUICK if args.quick else FULL)
     for flag in ("width", "widths", "depth", "steps", "curve_steps", "grid"):

@@ -34,7 +34,6 @@ scale it up. Results go to ``results.json`` in ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 from functools import partial
 
@@ -91,16 +90,6 @@ FULL = {
     "grid": 41,
     "fast_compile": False,
 }
-
-
-def _positive(kind):
-    def check(text):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-
-    return check
 
 
 def _optimizers(cfg):
@@ -408,11 +397,13 @@ def make_figure(cfg, rec):
 
 def main(argv=None) -> int:
     p = experiment.parser(NAME, __doc__)
-    p.add_argument("--seeds", type=_positive(int), help="initializations (default 3)")
-    p.add_argument("--epochs", type=_positive(int), help="training epochs (default 60)")
-    p.add_argument("--width", type=_positive(int), help="hidden width (default 32)")
-    p.add_argument("--depth", type=_positive(int), help="hidden layers (default 2)")
-    p.add_argument("--batch-size", type=_positive(int), help="minibatch size (default 32)")
+    p.add_argument("--seeds", type=experiment.positive(int), help="initializations (default 3)")
+    p.add_argument("--epochs", type=experiment.positive(int), help="training epochs (default 60)")
+    p.add_argument("--width", type=experiment.positive(int), help="hidden width (default 32)")
+    p.add_argument("--depth", type=experiment.positive(int), help="hidden layers (default 2)")
+    p.add_argument(
+        "--batch-size", type=experiment.positive(int), help="minibatch size (default 32)"
+    )
     args = p.parse_args(argv)
     cfg = dict(QUICK if args.quick else FULL)
     for flag in ("seeds", "epochs", "width", "depth", "batch_size"):

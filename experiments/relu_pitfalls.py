@@ -338,26 +338,6 @@ def make_figure(cfg, bad, inits, blind):
 # --------------------------------------------------------------------------- main
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
-
-
 def _shift(text: str) -> float:
     try:
         value = float(text)
@@ -369,12 +349,12 @@ def _shift(text: str) -> float:
 
 
 FLAGS = {  # flag -> (config key, type, nargs)
-    "--widths": ("widths", _positive_int, "+"),
-    "--seeds": ("seeds", _positive_int, None),
-    "--steps": ("steps", _positive_int, None),
-    "--lr": ("lr", _positive_float, None),
-    "--blind-width": ("blind_width", _positive_int, None),
-    "--blind-seeds": ("blind_seeds", _positive_int, None),
+    "--widths": ("widths", experiment.positive(int), "+"),
+    "--seeds": ("seeds", experiment.positive(int), None),
+    "--steps": ("steps", experiment.positive(int), None),
+    "--lr": ("lr", experiment.positive(float), None),
+    "--blind-width": ("blind_width", experiment.positive(int), None),
+    "--blind-seeds": ("blind_seeds", experiment.positive(int), None),
     "--shifts": ("shifts", _shift, "+"),
 }
 

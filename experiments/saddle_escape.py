@@ -478,17 +478,12 @@ def make_figure(cfg, lin, mlp, esc):
     return fig
 
 
-def _positive_int(text):
-    value = int(text)
-    if value <= 0:
-        raise ValueError
-    return value
-
-
 def main(argv=None) -> int:
     p = experiment.parser(NAME, __doc__)
     for flag, (_, text) in FLAGS.items():
-        p.add_argument(f"--{flag.replace('_', '-')}", type=_positive_int, help=f"{text} (> 0)")
+        p.add_argument(
+            f"--{flag.replace('_', '-')}", type=experiment.positive(int), help=f"{text} (> 0)"
+        )
     p.add_argument("--mlp", action="store_true", help="run the digits MLP also with --quick")
     args = p.parse_args(argv)
     jax.config.update("jax_enable_x64", True)  # exact float64 Hessians

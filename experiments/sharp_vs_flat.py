@@ -34,7 +34,6 @@ what the test suite runs); ``--seeds``, ``--width``, ``--depth``, ``--small-batc
 
 from __future__ import annotations
 
-import argparse
 from functools import partial
 
 import jax
@@ -89,16 +88,6 @@ FULL = {
     "alphas": 61,
     "fast_compile": False,
 }
-
-
-def _positive(kind):
-    def check(text):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-
-    return check
 
 
 def _accuracy(apply_fn):
@@ -364,15 +353,19 @@ def make_figure(cfg, rec):
 
 def main(argv=None) -> int:
     p = experiment.parser(NAME, __doc__)
-    p.add_argument("--seeds", type=_positive(int), help="initializations (default 3)")
-    p.add_argument("--width", type=_positive(int), help="hidden width (default 32)")
-    p.add_argument("--depth", type=_positive(int), help="hidden layers (default 2)")
-    p.add_argument("--small-batch", type=_positive(int), help="SB batch size (default 32)")
-    p.add_argument("--large-batch", type=_positive(int), help="LB batch size (default 719)")
-    p.add_argument("--learning-rate", type=_positive(float), help="Adam's (default 1e-3)")
-    p.add_argument("--target-loss", type=_positive(float), help="train loss to stop at")
-    p.add_argument("--max-epochs-small", type=_positive(int), help="SB epoch budget")
-    p.add_argument("--max-epochs-large", type=_positive(int), help="LB epoch budget")
+    p.add_argument("--seeds", type=experiment.positive(int), help="initializations (default 3)")
+    p.add_argument("--width", type=experiment.positive(int), help="hidden width (default 32)")
+    p.add_argument("--depth", type=experiment.positive(int), help="hidden layers (default 2)")
+    p.add_argument(
+        "--small-batch", type=experiment.positive(int), help="SB batch size (default 32)"
+    )
+    p.add_argument(
+        "--large-batch", type=experiment.positive(int), help="LB batch size (default 719)"
+    )
+    p.add_argument("--learning-rate", type=experiment.positive(float), help="Adam's (default 1e-3)")
+    p.add_argument("--target-loss", type=experiment.positive(float), help="train loss to stop at")
+    p.add_argument("--max-epochs-small", type=experiment.positive(int), help="SB epoch budget")
+    p.add_argument("--max-epochs-large", type=experiment.positive(int), help="LB epoch budget")
     args = p.parse_args(argv)
     cfg = dict(QUICK if args.quick else FULL)
     for flag in (

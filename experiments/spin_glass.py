@@ -44,7 +44,6 @@ Results go to ``results.json`` in ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import math
 from functools import partial
 
@@ -512,37 +511,17 @@ def make_figure(cfg, minima, norm, mlp, crit):
 # --------------------------------------------------------------------------- main
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
-
-
 FLAGS = {  # flag -> (config key, type, nargs)
-    "--sizes": ("sizes", _positive_int, "+"),
-    "--instances": ("instances", _positive_int, None),
-    "--starts": ("starts", _positive_int, None),
-    "--gd-steps": ("gd_steps", _positive_int, None),
-    "--gd-lr": ("gd_lr", _positive_float, None),
-    "--widths": ("widths", _positive_int, "+"),
-    "--seeds": ("seeds", _positive_int, None),
-    "--mlp-steps": ("mlp_steps", _positive_int, None),
-    "--crit-size": ("crit_size", _positive_int, None),
-    "--crit-starts": ("crit_starts", _positive_int, None),
+    "--sizes": ("sizes", experiment.positive(int), "+"),
+    "--instances": ("instances", experiment.positive(int), None),
+    "--starts": ("starts", experiment.positive(int), None),
+    "--gd-steps": ("gd_steps", experiment.positive(int), None),
+    "--gd-lr": ("gd_lr", experiment.positive(float), None),
+    "--widths": ("widths", experiment.positive(int), "+"),
+    "--seeds": ("seeds", experiment.positive(int), None),
+    "--mlp-steps": ("mlp_steps", experiment.positive(int), None),
+    "--crit-size": ("crit_size", experiment.positive(int), None),
+    "--crit-starts": ("crit_starts", experiment.positive(int), None),
 }
 
 

@@ -28,7 +28,6 @@ minutes) or with ``--quick`` (seconds; what the test suite runs); ``--ks 6 8 10 
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import jax
@@ -275,44 +274,34 @@ def make_figure(cfg, recs):
 # --------------------------------------------------------------------------- main
 
 
-def _int_at_least(flag: str, minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{flag} must be >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
 def main(argv=None) -> int:
     p = experiment.parser(NAME, __doc__)
-    p.add_argument("--ks", type=_int_at_least("--ks", 1), nargs="+", help="k = n sizes")
+    p.add_argument("--ks", type=experiment.positive(minimum=1), nargs="+", help="k = n sizes")
     p.add_argument(
         "--overparam-ks",
-        type=_int_at_least("--overparam-ks", 1),
+        type=experiment.positive(minimum=1),
         nargs="*",
         help="k values also run with n = k + extra",
     )
     p.add_argument(
-        "--extra", type=_int_at_least("--extra", 1), nargs="+", help="over-parameterization n - k"
+        "--extra",
+        type=experiment.positive(minimum=1),
+        nargs="+",
+        help="over-parameterization n - k",
     )
     p.add_argument(
         "--seeds",
         dest="num_seeds",
-        type=_int_at_least("--seeds", 1),
+        type=experiment.positive(minimum=1),
         help="random inits per (k, n)",
     )
-    p.add_argument("--steps", type=_int_at_least("--steps", 1), help="Adam steps")
+    p.add_argument("--steps", type=experiment.positive(minimum=1), help="Adam steps")
     p.add_argument(
-        "--newton-steps", type=_int_at_least("--newton-steps", 0), help="Newton polish steps"
+        "--newton-steps", type=experiment.positive(minimum=0), help="Newton polish steps"
     )
     p.add_argument(
         "--input-dim-extra",
-        type=_int_at_least("--input-dim-extra", 0),
+        type=experiment.positive(minimum=0),
         help="input dimension d = k + this",
     )
     args = p.parse_args(argv)

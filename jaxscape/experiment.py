@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -42,6 +43,32 @@ def parser(name: str, description: str | None = None) -> argparse.ArgumentParser
     p.add_argument("--seed", type=int, default=0, help="PRNG seed (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="print only the results path")
     return p
+
+
+def positive(kind: type = int, *, minimum: float | None = None) -> Callable[[str], Any]:
+    """An argparse ``type``: a finite number of ``kind`` (``int`` or ``float``) that is ``> 0``,
+    or ``>= minimum`` when given. argparse names the flag in its error, e.g.
+    ``argument --width: expected an integer > 0, got -3``.
+
+    Example::
+
+        p.add_argument("--width", type=experiment.positive())
+        p.add_argument("--lr", type=experiment.positive(float))
+        p.add_argument("--newton-steps", type=experiment.positive(minimum=0))
+    """
+    what = "an integer" if kind is int else "a number"
+    bound = "> 0" if minimum is None else f">= {minimum}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} {bound}, got {text!r}") from None
+        if not math.isfinite(value) or not (value > 0 if minimum is None else value >= minimum):
+            raise argparse.ArgumentTypeError(f"expected {what} {bound}, got {text}")
+        return value
+
+    return parse
 
 
 class Experiment:
@@ -121,4 +148,4 @@ class Experiment:
         return out
 
 
-__all__ = ["Experiment", "parser"]
+__all__ = ["Experiment", "parser", "positive"]

@@ -123,3 +123,25 @@ def test_foreign_and_incompatible_folders_are_refused(tmp_path):
         RunFolder(tmp_path / "new").run("../x", {}, lambda w: ({}, {}))
     with pytest.raises(TypeError, match="cannot store"):
         RunFolder(tmp_path / "new2").run("s", {"f": object()}, lambda w: ({}, {}))
+
+
+def test_experiment_flags_positive_and_parser(tmp_path, capsys):
+    """``experiment.positive`` argparse types name the flag and the bound; ``parser`` defaults."""
+    from jaxscape import experiment
+
+    p = experiment.parser("demo", "a demo")
+    p.add_argument("--width", type=experiment.positive())
+    p.add_argument("--lr", type=experiment.positive(float))
+    p.add_argument("--polish", type=experiment.positive(minimum=0))
+    args = p.parse_args(["--width", "3", "--lr", "1e-3", "--polish", "0"])
+    assert (args.width, args.lr, args.polish) == (3, 1e-3, 0)
+    assert args.out == "runs/experiments/demo" and not args.quick and args.seed == 0
+    for argv, message in (
+        (["--width", "0"], "argument --width: expected an integer > 0, got 0"),
+        (["--width", "2.5"], "argument --width: expected an integer > 0, got '2.5'"),
+        (["--lr", "inf"], "argument --lr: expected a number > 0, got inf"),
+        (["--polish", "-1"], "argument --polish: expected an integer >= 0, got -1"),
+    ):
+        with pytest.raises(SystemExit):
+            p.parse_args(argv)
+        assert message in capsys.readouterr().err
