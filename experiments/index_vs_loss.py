@@ -340,8 +340,7 @@ def main(argv=None) -> int:
         )
     args = p.parse_args(argv)
     jax.config.update("jax_enable_x64", True)  # exact float64 Hessians
-    cfg = dict(QUICK if args.quick else FULL)
-    cfg.update({f: getattr(args, f) for f in FLAGS if getattr(args, f) is not None})
+    cfg = experiment.settings(args, QUICK, FULL, FLAGS)
     exp = experiment.Experiment(NAME, args, config=cfg)
     cfg, key = exp.config, jax.random.key(args.seed)
     k_init, k_pert = jax.random.split(key)

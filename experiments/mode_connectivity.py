@@ -378,10 +378,9 @@ def main(argv=None) -> int:
     p.add_argument("--curve-steps", type=experiment.positive(), help="steps of fit_curve")
     p.add_argument("--grid", type=experiment.positive(), help="plane grid points per axis")
     args = p.parse_args(argv)
-    cfg = dict(QUICK if args.quick else FULL)
-    for flag in ("width", "widths", "depth", "steps", "curve_steps", "grid"):
-        if getattr(args, flag) is not None:
-            cfg[flag] = getattr(args, flag)
+    cfg = experiment.settings(
+        args, QUICK, FULL, ("width", "widths", "depth", "steps", "curve_steps", "grid")
+    )
     cfg["widths"] = sorted(set(cfg["widths"]) | {cfg["width"]})
     exp = experiment.Experiment(NAME, args, config=cfg)
     cfg, key = exp.config, jax.random.key(args.seed)

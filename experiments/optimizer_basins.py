@@ -405,10 +405,9 @@ def main(argv=None) -> int:
         "--batch-size", type=experiment.positive(int), help="minibatch size (default 32)"
     )
     args = p.parse_args(argv)
-    cfg = dict(QUICK if args.quick else FULL)
-    for flag in ("seeds", "epochs", "width", "depth", "batch_size"):
-        if getattr(args, flag) is not None:
-            cfg[flag] = getattr(args, flag)
+    cfg = experiment.settings(
+        args, QUICK, FULL, ("seeds", "epochs", "width", "depth", "batch_size")
+    )
     exp = experiment.Experiment(NAME, args, config=cfg)
     cfg, key = exp.config, jax.random.key(args.seed)
     with jax.numpy_dtype_promotion("standard"):

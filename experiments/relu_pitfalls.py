@@ -365,8 +365,7 @@ def main(argv=None) -> int:
         p.add_argument(flag, dest=dest, type=kind, nargs=nargs, help=f"override config {dest}")
     args = p.parse_args(argv)
     jax.config.update("jax_enable_x64", True)  # exact zeros, exact Hessians
-    cfg = dict(QUICK if args.quick else FULL)
-    cfg.update({d: getattr(args, d) for d, *_ in FLAGS.values() if getattr(args, d) is not None})
+    cfg = experiment.settings(args, QUICK, FULL, [d for d, *_ in FLAGS.values()])
     exp = experiment.Experiment(NAME, args, config=cfg)
     # "rbg" keys: the threefry random-number programs take ~1 s each to compile on a CPU
     cfg, key = exp.config, jax.random.key(args.seed, impl="rbg")

@@ -487,8 +487,7 @@ def main(argv=None) -> int:
     p.add_argument("--mlp", action="store_true", help="run the digits MLP also with --quick")
     args = p.parse_args(argv)
     jax.config.update("jax_enable_x64", True)  # exact float64 Hessians
-    cfg = dict(QUICK if args.quick else FULL)
-    cfg.update({f: getattr(args, f) for f in FLAGS if getattr(args, f) is not None})
+    cfg = experiment.settings(args, QUICK, FULL, FLAGS)
     cfg["mlp"] = cfg["mlp"] or args.mlp
     exp = experiment.Experiment(NAME, args, config=cfg)
     cfg, key = exp.config, jax.random.key(args.seed)

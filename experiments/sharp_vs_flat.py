@@ -367,20 +367,22 @@ def main(argv=None) -> int:
     p.add_argument("--max-epochs-small", type=experiment.positive(int), help="SB epoch budget")
     p.add_argument("--max-epochs-large", type=experiment.positive(int), help="LB epoch budget")
     args = p.parse_args(argv)
-    cfg = dict(QUICK if args.quick else FULL)
-    for flag in (
-        "seeds",
-        "width",
-        "depth",
-        "small_batch",
-        "large_batch",
-        "learning_rate",
-        "target_loss",
-        "max_epochs_small",
-        "max_epochs_large",
-    ):
-        if getattr(args, flag) is not None:
-            cfg[flag] = getattr(args, flag)
+    cfg = experiment.settings(
+        args,
+        QUICK,
+        FULL,
+        (
+            "seeds",
+            "width",
+            "depth",
+            "small_batch",
+            "large_batch",
+            "learning_rate",
+            "target_loss",
+            "max_epochs_small",
+            "max_epochs_large",
+        ),
+    )
     if cfg["small_batch"] >= cfg["large_batch"]:
         p.error(f"--small-batch {cfg['small_batch']} must be below --large-batch")
     exp = experiment.Experiment(NAME, args, config=cfg)

@@ -536,8 +536,7 @@ def main(argv=None) -> int:
         if values is not None and min(np.atleast_1d(values)) < 3:
             p.error(f"--{dest.replace('_', '-')}: the spin glass needs N >= 3")
     jax.config.update("jax_enable_x64", True)  # exact float64 Hessians
-    cfg = dict(QUICK if args.quick else FULL)
-    cfg.update({d: getattr(args, d) for d, *_ in FLAGS.values() if getattr(args, d) is not None})
+    cfg = experiment.settings(args, QUICK, FULL, [d for d, *_ in FLAGS.values()])
     exp = experiment.Experiment(NAME, args, config=cfg)
     # "rbg" keys: the threefry random-number programs take ~1 s each to compile on a CPU
     cfg, key = exp.config, jax.random.key(args.seed, impl="rbg")

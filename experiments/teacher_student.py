@@ -306,18 +306,20 @@ def main(argv=None) -> int:
     )
     args = p.parse_args(argv)
     jax.config.update("jax_enable_x64", True)  # Newton polish and Hessians in float64
-    cfg = dict(QUICK if args.quick else FULL)
-    for flag in (
-        "ks",
-        "overparam_ks",
-        "extra",
-        "num_seeds",
-        "steps",
-        "newton_steps",
-        "input_dim_extra",
-    ):
-        if getattr(args, flag) is not None:
-            cfg[flag] = getattr(args, flag)
+    cfg = experiment.settings(
+        args,
+        QUICK,
+        FULL,
+        (
+            "ks",
+            "overparam_ks",
+            "extra",
+            "num_seeds",
+            "steps",
+            "newton_steps",
+            "input_dim_extra",
+        ),
+    )
     exp = experiment.Experiment(NAME, args, config=cfg)
     cfg, key = exp.config, jax.random.key(args.seed)
     pairs = [(k, k) for k in cfg["ks"]] + [

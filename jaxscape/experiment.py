@@ -24,7 +24,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from jaxscape.runfolder import RunFolder, StageRecord, _jsonable, device_info, versions
@@ -69,6 +69,20 @@ def positive(kind: type = int, *, minimum: float | None = None) -> Callable[[str
         return value
 
     return parse
+
+
+def settings(
+    args: argparse.Namespace,
+    quick: Mapping[str, Any],
+    full: Mapping[str, Any],
+    names: Iterable[str],
+) -> dict[str, Any]:
+    """The resolved config: ``quick`` under ``--quick``, else ``full``, with each flag of
+    ``names`` (argparse ``dest`` names) that was given on the command line (not ``None``)
+    in place of its default — so flags enter every stage's key."""
+    config = dict(quick if args.quick else full)
+    config.update({n: getattr(args, n) for n in names if getattr(args, n) is not None})
+    return config
 
 
 class Experiment:
@@ -148,4 +162,4 @@ class Experiment:
         return out
 
 
-__all__ = ["Experiment", "parser", "positive"]
+__all__ = ["Experiment", "parser", "positive", "settings"]

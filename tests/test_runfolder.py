@@ -145,3 +145,16 @@ def test_experiment_flags_positive_and_parser(tmp_path, capsys):
         with pytest.raises(SystemExit):
             p.parse_args(argv)
         assert message in capsys.readouterr().err
+
+
+def test_experiment_settings_take_given_flags_only():
+    import argparse
+
+    from jaxscape import experiment
+
+    quick, full = {"width": 4, "lr": 0.1}, {"width": 32, "lr": 0.1}
+    args = argparse.Namespace(quick=False, width=None, lr=0.5)
+    assert experiment.settings(args, quick, full, ["width", "lr"]) == {"width": 32, "lr": 0.5}
+    args = argparse.Namespace(quick=True, width=8, lr=None)
+    assert experiment.settings(args, quick, full, ["width", "lr"]) == {"width": 8, "lr": 0.1}
+    assert quick == {"width": 4, "lr": 0.1}  # the defaults are not changed in place
