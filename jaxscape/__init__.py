@@ -6,11 +6,12 @@ any ``loss_fn(params, batch) -> scalar``; models and loss builders (``MLP``, ``C
 ``LSTMClassifier``, ``DeepLinear``, ``model_loss``), a resumable training loop (``fit``), and the
 modules ``jaxscape.toys`` (problems with known answers) and ``jaxscape.data`` /
 ``jaxscape.datasets``; critical points (``classify``, ``find_critical_point``), second-order
-and noisy optimizers (``jaxscape.optim``) and saddle dynamics (``escape_saddle``).
+and noisy optimizers (``jaxscape.optim``), saddle dynamics (``escape_saddle``), and
+``jaxscape.distributed`` for many devices and hosts.
 See ``DESIGN.md`` for the conventions.
 """
 
-from jaxscape import data, datasets, dynamics, experiment, optim, report, toys
+from jaxscape import data, datasets, distributed, dynamics, experiment, optim, report, toys
 from jaxscape.connectivity import (
     Alignment,
     Curve,
@@ -45,6 +46,14 @@ from jaxscape.curvature import (
     partition,
     restrict,
     taylor_step,
+)
+from jaxscape.distributed import (
+    RaggedBatch,
+    data_mesh,
+    map_points,
+    ragged_loss,
+    shard_batch,
+    split_batch,
 )
 from jaxscape.dynamics import (
     Escape,
@@ -130,6 +139,7 @@ __all__ = [
     "Probe",
     "Problem",
     "Profile",
+    "RaggedBatch",
     "Report",
     "ReportOptions",
     "RunFolder",
@@ -154,9 +164,11 @@ __all__ = [
     "curvature_callback",
     "curve_losses",
     "data",
+    "data_mesh",
     "datasets",
     "directional_curvature",
     "disagreement",
+    "distributed",
     "dynamics",
     "eigsh",
     "entropy_sgd",
@@ -181,6 +193,7 @@ __all__ = [
     "list_builtins",
     "load_params",
     "load_problem",
+    "map_points",
     "model_loss",
     "mse_loss",
     "negative_fraction",
@@ -195,6 +208,7 @@ __all__ = [
     "polychain",
     "power_iteration",
     "project",
+    "ragged_loss",
     "random_direction",
     "random_walk",
     "report",
@@ -205,8 +219,10 @@ __all__ = [
     "saddle_problems",
     "save_params",
     "sgld",
+    "shard_batch",
     "sharpness",
     "spectral_density",
+    "split_batch",
     "surface",
     "taylor_step",
     "top_eigenvalue_callback",

@@ -6,18 +6,71 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from jaxscape._checks import check_positive_int
 
 
 def chunked_map(
-    f: Callable, xs: Any, chunk_size: int | None, fn: str = "lax.map", name: str = "chunk_size"
+    f: Callable,
+    xs: Any,
+    chunk_size: int | None,
+    fn: str = "lax.map",
+    name: str = "chunk_size",
+    *,
+    mesh: Mesh | None = None,
 ) -> Any:
     """``f`` over the leading axis of ``xs``: all at once under ``vmap`` (``chunk_size=None``) or
     ``chunk_size`` at a time (``lax.map(..., batch_size=)``), so memory follows the chunk.
 
+    With a ``mesh`` the points are split over all of its devices first (``shard_map``; see
+    ``distributed.map_points``) and ``chunk_size`` counts points per device.
+
     ``fn`` and ``name`` are the caller and its argument, named in the error for a bad size.
     """
+    if chunk_size is not None:
+        chunk_size = check_positive_int(fn, name, chunk_size)
+    if mesh is None:
+        return _local_map(f, xs, chunk_size)
+    return sharded_map(f, xs, mesh, chunk_size, fn)
+
+
+def _local_map(f: Callable, xs: Any, chunk_size: int | None) -> Any:
     if chunk_size is None:
         return jax.vmap(f)(xs)
-    return jax.lax.map(f, xs, batch_size=check_positive_int(fn, name, chunk_size))
+    return jax.lax.map(f, xs, batch_size=chunk_size)
+
+
+def sharded_map(f: Callable, xs: Any, mesh: Mesh, chunk_size: int | None, fn: str) -> Any:
+    """``f`` over the leading axis of ``xs`` with the points split evenly over every device of
+    ``mesh``. A count that does not divide is padded with copies of the last point, whose
+    results are dropped, so any number of points gives exactly the unsharded results. Values
+    ``f`` closes over (params, batch) are replicated on every device."""
+    if not isinstance(mesh, Mesh):
+        raise TypeError(
+            f"{fn}: `mesh` must be a jax.sharding.Mesh (e.g. jaxscape.distributed.data_mesh()), "
+            f"got {type(mesh).__name__}."
+        )
+    leaves = jax.tree.leaves(xs)
+    n = jnp.shape(leaves[0])[0]
+    axes = tuple(mesh.axis_names)
+    pad = -n % mesh.size
+    if pad:
+        xs = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]), xs)
+    spec = PartitionSpec(axes)
+    explicit = any(t == AxisType.Explicit for t in mesh.axis_types)
+    if explicit:  # shard_map wants inputs already laid out as in_specs says
+        xs = jax.sharding.reshard(xs, NamedSharding(mesh, spec))
+    out = jax.shard_map(
+        lambda local: _local_map(f, local, chunk_size),
+        mesh=mesh,
+        in_specs=spec,
+        out_specs=spec,
+        check_vma=False,
+    )(xs)
+    if not pad:
+        return out
+    if explicit:  # a slice that does not divide over the axis must be replicated first
+        out = jax.sharding.reshard(out, NamedSharding(mesh, PartitionSpec()))
+    return jax.tree.map(lambda y: y[:n], out)

@@ -206,12 +206,18 @@ def _check_ts(fn: str, ts: Any) -> jax.Array:
     return ts
 
 
-def _map_ts(fn: str, f: Callable[[jax.Array], jax.Array], ts: Any, chunk_size: int | None):
-    return chunked_map(f, _check_ts(fn, ts), chunk_size, fn)
+def _map_ts(fn: str, f: Callable[[jax.Array], jax.Array], ts: Any, chunk_size, mesh):
+    return chunked_map(f, _check_ts(fn, ts), chunk_size, fn, mesh=mesh)
 
 
 def curve_losses(
-    loss_fn: LossFn, curve: Curve, batch: Any, ts: Any, *, chunk_size: int | None = None
+    loss_fn: LossFn,
+    curve: Curve,
+    batch: Any,
+    ts: Any,
+    *,
+    chunk_size: int | None = None,
+    mesh: Any = None,
 ) -> jax.Array:
     """Loss along a curve: ``[L(φ_θ(t)) for t in ts]`` on ``batch``.
 
@@ -222,6 +228,8 @@ def curve_losses(
       ts: 1-D array of positions in ``[0, 1]``.
       chunk_size: evaluate ``chunk_size`` positions at a time (``jax.lax.map``) to bound
         memory; ``None`` vmaps over all of them.
+      mesh: a ``jax.sharding.Mesh`` to spread the positions over its devices
+        (``distributed.data_mesh()``); ``chunk_size`` then counts positions per device.
 
     Returns:
       ``(len(ts),)`` losses.
@@ -230,7 +238,7 @@ def curve_losses(
     check_like("curve_losses", curve.bend, curve.params_a, "curve.bend")
     check_like("curve_losses", curve.params_b, curve.params_a, "curve.params_b")
     a, m, b = curve.params_a, curve.bend, curve.params_b
-    return _map_ts("curve_losses", lambda t: loss_fn(path(a, m, b, t), batch), ts, chunk_size)
+    return _map_ts("curve_losses", lambda t: loss_fn(path(a, m, b, t), batch), ts, chunk_size, mesh)
 
 
 def line_losses(
@@ -241,6 +249,7 @@ def line_losses(
     ts: Any,
     *,
     chunk_size: int | None = None,
+    mesh: Any = None,
 ) -> jax.Array:
     """Loss along the straight line ``(1−t) a + t b`` for ``t`` in ``ts``.
 
@@ -249,7 +258,9 @@ def line_losses(
     in ``curve_losses``.
     """
     ts = _check_ts("line_losses", ts)
-    return interpolate(loss_fn, params_a, params_b, batch, ts, chunk_size=chunk_size).loss
+    return interpolate(
+        loss_fn, params_a, params_b, batch, ts, chunk_size=chunk_size, mesh=mesh
+    ).loss
 
 
 def barrier(losses: Any, ts: Any = None) -> jax.Array:

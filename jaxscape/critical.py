@@ -23,6 +23,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from jaxscape import _checks, _gradnorm
+from jaxscape._util import chunked_map
 from jaxscape.curvature import LossFn, PyTree, count_params, hessian_operator
 from jaxscape.landscape import _trajectory_matrix
 from jaxscape.spectrum import eigsh, negative_fraction, spectral_density
@@ -432,6 +433,7 @@ def find_critical_points(
     *,
     classify: bool = True,
     classify_options: dict | None = None,
+    mesh: Any = None,
     **options: Any,
 ) -> Search:
     """``find_critical_point`` from many starting points at once (``vmap`` over one program).
@@ -442,6 +444,8 @@ def find_critical_points(
         a training trajectory) or random initializations stacked with ``jax.vmap``.
       classify: classify every result (a Python loop of ``classify`` calls).
       classify_options: keyword arguments for ``classify``.
+      mesh: a ``jax.sharding.Mesh``: the starts are split over its devices
+        (``distributed.data_mesh()``), each searching from its share.
       **options: ``method``, ``num_steps``, ``grad_tol``, ... as for ``find_critical_point``.
 
     Returns:
@@ -460,7 +464,7 @@ def find_critical_points(
     )  # fmt: skip
     if options:
         raise TypeError(f"{fn}: unknown options {sorted(options)}.")
-    out = _search_many(loss_fn, flats, batch, unravel, opts)
+    out = _search_many(loss_fn, flats, batch, unravel, opts, mesh)
     search = Search(jax.vmap(unravel)(out[0]), *out[1:], point=None)
     if classify:
         kw = dict(classify_options or {})
@@ -510,9 +514,12 @@ def _search(loss_fn, flat, batch, unravel, options):
     return x, f(x), norm, steps, norm <= options.grad_tol, hist
 
 
-@partial(jax.jit, static_argnames=("loss_fn", "unravel", "options"))
-def _search_many(loss_fn, flats, batch, unravel, options):
-    return jax.vmap(lambda x: _search.__wrapped__(loss_fn, x, batch, unravel, options))(flats)
+@partial(jax.jit, static_argnames=("loss_fn", "unravel", "options", "mesh"))
+def _search_many(loss_fn, flats, batch, unravel, options, mesh):
+    one = lambda x: _search.__wrapped__(loss_fn, x, batch, unravel, options)  # noqa: E731
+    # on a mesh each device runs its starts one after another: XLA's CPU compiler did not
+    # finish (> 200 s) a shard_map whose body vmaps the dense Levenberg-Marquardt loop
+    return chunked_map(one, flats, None if mesh is None else 1, "find_critical_points", mesh=mesh)
 
 
 __all__ = [

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
+from jax.sharding import Mesh
 
 from jaxscape._checks import check_choice, check_key, check_like, check_params, check_positive_int
 from jaxscape._util import chunked_map
@@ -57,24 +58,32 @@ def _evaluator(loss_fn, metrics, stacked: bool):
     return on_stack
 
 
-def _grid_kernel(loss_fn, metric_items, stacked, chunk_size, center, directions, coeffs, data):
-    """``evaluate(center + Σ_i c_i d_i, data)`` for every row ``c`` of ``coeffs``, chunked."""
+def _grid_kernel(
+    loss_fn, metric_items, stacked, chunk_size, mesh, center, directions, coeffs, data
+):
+    """``evaluate(center + Σ_i c_i d_i, data)`` for every row ``c`` of ``coeffs``, chunked (and
+    split over the devices of ``mesh`` when one is given)."""
     evaluate = _evaluator(loss_fn, dict(metric_items), stacked)
     return chunked_map(
-        lambda c: evaluate(_combine(center, tuple(c), directions), data), coeffs, chunk_size
+        lambda c: evaluate(_combine(center, tuple(c), directions), data),
+        coeffs,
+        chunk_size,
+        mesh=mesh,
     )
 
 
-_grid_jit = jax.jit(_grid_kernel, static_argnums=(0, 1, 2, 3))
+_grid_jit = jax.jit(_grid_kernel, static_argnums=(0, 1, 2, 3, 4))
 
 
-def _evaluate_grid(fn, loss_fn, metrics, stacked, chunk_size, center, directions, coeffs, data):
+def _evaluate_grid(
+    fn, loss_fn, metrics, stacked, chunk_size, center, directions, coeffs, data, mesh=None
+):
     """Run ``_grid_kernel`` as one compiled program, cached per (loss_fn, metrics, options), so
     that eager callers do not dispatch the loss op by op. Losses that cannot be hashed (static
     arguments must be) are traced afresh on each call instead."""
     if chunk_size is not None:
         check_positive_int(fn, "chunk_size", chunk_size)
-    static = (loss_fn, tuple((metrics or {}).items()), bool(stacked), chunk_size)
+    static = (loss_fn, tuple((metrics or {}).items()), bool(stacked), chunk_size, mesh)
     try:
         hash(static)
     except TypeError:
@@ -105,6 +114,7 @@ def interpolate(
     metrics: Mapping[str, Metric] | None = None,
     stacked: bool = False,
     chunk_size: int | None = None,
+    mesh: Mesh | None = None,
 ) -> Profile:
     """Loss along the line ``θ(α) = (1 - α) a + α b`` (Goodfellow, Vinyals & Saxe 2015).
 
@@ -118,7 +128,11 @@ def interpolate(
         mean is taken (e.g. ``data.stack_batches(dataset, batch_size=...)``).
       alphas: ``(A,)`` coefficients.
       metrics: ``{name: fn(params, batch) -> scalar}`` evaluated at the same points (accuracy).
-      chunk_size: points evaluated together (``vmap``); ``None`` evaluates all at once.
+      chunk_size: points evaluated together (``vmap``); ``None`` evaluates all at once. With
+        a ``mesh``, points per device.
+      mesh: spread the points over this mesh's devices (``distributed.data_mesh()``); each
+        device evaluates its share with params and batch replicated. Without it, a batch
+        sharded by ``distributed.shard_batch`` makes every point data-parallel instead.
 
     Returns:
       ``Profile(alphas, loss (A,), metrics)``.
@@ -135,8 +149,9 @@ def interpolate(
         raise ValueError(f"{fn}: `alphas` must be 1-D, got shape {alphas.shape}.")
     delta = jax.tree.map(jnp.subtract, params_b, params_a)
     out = _evaluate_grid(
-        fn, loss_fn, metrics, stacked, chunk_size, params_a, (delta,), alphas[:, None], batch
-    )
+        fn, loss_fn, metrics, stacked, chunk_size, params_a, (delta,), alphas[:, None], batch,
+        mesh,
+    )  # fmt: skip
     return Profile(alphas, out.pop("loss"), out)
 
 
@@ -152,11 +167,12 @@ def surface(
     metrics: Mapping[str, Metric] | None = None,
     stacked: bool = False,
     chunk_size: int | None = None,
+    mesh: Mesh | None = None,
 ) -> Profile:
     """Loss on the plane ``θ(x, y) = center + x·d1 + y·d2`` (Li et al. 2018).
 
     Args:
-      loss_fn, batch, metrics, stacked, chunk_size: as in ``interpolate``.
+      loss_fn, batch, metrics, stacked, chunk_size, mesh: as in ``interpolate``.
       center: the plane's origin (params).
       d1, d2: directions shaped like ``center`` (``random_direction``, ``pca_directions``,
         ``plane_through``).
@@ -175,7 +191,9 @@ def surface(
         raise ValueError(f"{fn}: `xs` and `ys` must be 1-D, got {xs.shape} and {ys.shape}.")
     gx, gy = jnp.meshgrid(xs, ys)
     coeffs = jnp.stack([gx.ravel(), gy.ravel()], axis=1)
-    out = _evaluate_grid(fn, loss_fn, metrics, stacked, chunk_size, center, (d1, d2), coeffs, batch)
+    out = _evaluate_grid(
+        fn, loss_fn, metrics, stacked, chunk_size, center, (d1, d2), coeffs, batch, mesh
+    )
     out = jax.tree.map(lambda v: v.reshape(len(ys), len(xs)), out)
     return Profile((xs, ys), out.pop("loss"), out)
 

@@ -259,6 +259,7 @@ def estimate_trace(
     num_matvecs: int,
     method: str = "hutch++",
     batch_size: int | None = None,
+    mesh: Any = None,
 ) -> TraceEstimate:
     """Stochastic estimate of ``tr(A)`` with a standard error.
 
@@ -278,6 +279,8 @@ def estimate_trace(
       num_matvecs: products to spend (``>= 2`` for Hutchinson, ``>= 3`` for Hutch++).
       method: ``"hutch++"`` or ``"hutchinson"``.
       batch_size: products evaluated at once under ``vmap``; default all.
+      mesh: a ``jax.sharding.Mesh``: the probes' products are split over its devices
+        (``distributed.data_mesh()``); ``batch_size`` then counts products per device.
 
     Returns:
       ``TraceEstimate(value, stderr, num_matvecs, finite)``.
@@ -289,7 +292,9 @@ def estimate_trace(
     m = _checks.check_positive_int(fn, "num_matvecs", num_matvecs, minimum)
     flat_mv, flat, _ = _flatten(fn, matvec, params)
     n, dtype = flat.size, flat.dtype
-    apply = lambda X: chunked_map(flat_mv, X, batch_size, "estimate_trace", "batch_size")  # noqa: E731
+
+    def apply(X):
+        return chunked_map(flat_mv, X, batch_size, fn, "batch_size", mesh=mesh)
 
     if method == "hutchinson":
         Z = jax.random.rademacher(key, (m, n), dtype)
@@ -326,6 +331,7 @@ def spectral_density(
     sigma: float | None = None,
     grid: jax.Array | None = None,
     batch_size: int | None = None,
+    mesh: Any = None,
 ) -> Density:
     """Spectral density by stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017).
 
@@ -345,6 +351,9 @@ def spectral_density(
       sigma: Gaussian broadening width; default 1% of the spread of the nodes.
       grid: evaluation points; default ``num_grid`` points spanning the nodes ± 5σ.
       batch_size: probes run at once (memory ``batch_size × num_iters × n``); default all.
+      mesh: a ``jax.sharding.Mesh``: the probes are split over its devices
+        (``distributed.data_mesh()``), each running its share; ``batch_size`` then counts
+        probes per device.
 
     Returns:
       ``Density(grid, density, nodes, weights, sigma, finite)``.
@@ -367,7 +376,7 @@ def spectral_density(
         return jnp.where(valid, theta, 0), jnp.where(valid, U[0] ** 2, 0), state.finite
 
     nodes, weights, finite = chunked_map(
-        quadrature, probes, batch_size, "spectral_density", "batch_size"
+        quadrature, probes, batch_size, fn, "batch_size", mesh=mesh
     )
     finite = jnp.all(finite)
     nodes = jnp.where(finite, nodes, jnp.nan)
