@@ -26,6 +26,7 @@ from jax.flatten_util import ravel_pytree
 from optax import tree_utils as otu
 
 from jaxscape import _checks
+from jaxscape.distributed import check_fits
 
 PyTree = Any
 LossFn = Callable[[PyTree, Any], jax.Array]
@@ -227,7 +228,16 @@ def hessian_matrix(
         "hessian_matrix", n, max_params, flat.dtype,
         "Use hessian_operator with eigsh / spectral_density",
     )  # fmt: skip
-    H = _dense_hessian(loss_fn, params, batch)
+    if _checks.is_concrete(params, batch):  # refuse before running what cannot fit
+        run = check_fits(
+            "hessian_matrix",
+            _dense_hessian.lower(loss_fn, params, batch).compile(),
+            f"the dense {n:,} × {n:,} Hessian",
+            "Use hessian_operator with eigsh / spectral_density instead.",
+        )
+        H = run(params, batch)
+    else:
+        H = _dense_hessian(loss_fn, params, batch)
     _checks.raise_if_nonfinite("hessian_matrix", H, "the Hessian")
     return H
 

@@ -41,6 +41,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxscape._checks import check_positive_int, format_bytes
 from jaxscape._util import sharded_map
 
 PyTree = Any
@@ -282,8 +283,6 @@ def map_points(
     _check_mesh(fn, mesh)
     num_examples(xs)  # a shared leading axis
     if chunk_size is not None:
-        from jaxscape._checks import check_positive_int
-
         chunk_size = check_positive_int(fn, "chunk_size", chunk_size)
     return sharded_map(f, xs, mesh, chunk_size, fn)
 
@@ -361,16 +360,13 @@ def check_fits(fn: str, compiled: Any, what: str, hint: str) -> Any:
     except ValueError:
         return compiled
     if not est.fits:
+        size = format_bytes
         raise MemoryError(
-            f"{fn}: {what} needs about {_gib(est.total)} per device (XLA's plan: "
-            f"{_gib(est.temporaries)} temporaries, {_gib(est.arguments)} arguments, "
-            f"{_gib(est.outputs)} outputs), but {_gib(est.available)} is free. {hint}"
+            f"{fn}: {what} needs about {size(est.total)} per device (XLA's plan: "
+            f"{size(est.temporaries)} temporaries, {size(est.arguments)} arguments, "
+            f"{size(est.outputs)} outputs), but {size(est.available)} is free. {hint}"
         )
     return compiled
-
-
-def _gib(nbytes: float) -> str:
-    return f"{nbytes / 2**30:.3g} GiB" if nbytes >= 2**27 else f"{nbytes / 2**20:.3g} MiB"
 
 
 # --------------------------------------------------------------------------- several hosts

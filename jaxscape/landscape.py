@@ -18,8 +18,16 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh
 
-from jaxscape._checks import check_choice, check_key, check_like, check_params, check_positive_int
+from jaxscape._checks import (
+    check_choice,
+    check_key,
+    check_like,
+    check_params,
+    check_positive_int,
+    is_concrete,
+)
 from jaxscape._util import chunked_map
+from jaxscape.distributed import check_fits
 
 PyTree = Any
 Metric = Callable[[PyTree, Any], jax.Array]
@@ -80,16 +88,30 @@ def _evaluate_grid(
 ):
     """Run ``_grid_kernel`` as one compiled program, cached per (loss_fn, metrics, options), so
     that eager callers do not dispatch the loss op by op. Losses that cannot be hashed (static
-    arguments must be) are traced afresh on each call instead."""
+    arguments must be) are traced afresh on each call instead. Before it runs, XLA's memory
+    plan of the program is compared with the device's free memory (``check_fits``)."""
     if chunk_size is not None:
         check_positive_int(fn, "chunk_size", chunk_size)
     static = (loss_fn, tuple((metrics or {}).items()), bool(stacked), chunk_size, mesh)
+    args = (center, directions, coeffs, data)
     try:
         hash(static)
+        kernel = None
     except TypeError:
         kernel = jax.jit(lambda *a: _grid_kernel(*static, *a))
-        return kernel(center, directions, coeffs, data)
-    return _grid_jit(*static, center, directions, coeffs, data)
+    if not is_concrete(args):
+        # inside the caller's jit: the memory is that of the caller's program
+        return _grid_jit(*static, *args) if kernel is None else kernel(*args)
+    lowered = _grid_jit.lower(*static, *args) if kernel is None else kernel.lower(*args)
+    compiled = check_fits(
+        fn,
+        lowered.compile(),
+        f"evaluating {coeffs.shape[0]} points"
+        + ("" if chunk_size is None else f", {chunk_size} at a time,"),
+        "Pass a smaller chunk_size (memory grows with it), mesh= to split the points over "
+        "devices, or a batch sharded with distributed.shard_batch.",
+    )
+    return compiled(*args)
 
 
 def _combine(center, coeffs, directions):

@@ -1,11 +1,12 @@
 """Sharded-vs-single-device comparisons, run in a subprocess with forced host devices.
 
-``python tests/distributed_checks.py NUM_DEVICES`` sets
+``python tests/distributed_checks.py NUM_DEVICES [--core]`` sets
 ``XLA_FLAGS=--xla_force_host_platform_device_count=NUM_DEVICES`` before JAX starts, computes
 every quantity once on one device and once on the mesh, and prints one JSON object: for each
 check ``{"err": relative error, "devices": devices the sharded inputs or outputs span}``.
 ``tests/test_distributed.py`` asserts on it (float64, 1e-10). Run by hand, it is a quick
-health check of a multi-device setup.
+health check of a multi-device setup. ``--core`` runs only the core checks (data-parallel
+operators and solvers, ragged batches, points over the mesh, training seeds).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import sys
 
 NUM_DEVICES = int(sys.argv[1]) if len(sys.argv) > 1 else 4
+FULL = "--core" not in sys.argv[2:]
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "")
     + f" --xla_force_host_platform_device_count={NUM_DEVICES}"
@@ -103,39 +105,11 @@ def main() -> None:
     check("hvp", hvp(params, batch, v), hvp(params, sharded, v), span(sharded))
     hop = jax.jit(lambda p, b, v: js.hessian_operator(loss_fn, p, b)(v))
     check("hessian_operator", hop(params, batch, v), hop(params, sharded, v), span(sharded))
-    ggn = jax.jit(lambda p, b, v: js.ggn_operator(apply, out_loss, p, b)(v))
-    check("ggn_operator", ggn(params, batch, v), ggn(params, sharded, v), span(sharded))
-
-    stack = js.data.stack_batches(batch, batch_size=8 * NUM_DEVICES)
-    stack_sh = js.shard_batch(stack, mesh, stacked=True)
-    avg = jax.jit(
-        lambda p, bs, v: js.averaged_operator(lambda b: js.hessian_operator(loss_fn, p, b), bs)(v)
-    )
-    check("averaged_operator (stacked)", avg(params, stack, v), avg(params, stack_sh, v),
-          span(stack_sh))  # fmt: skip
-
     eig = jax.jit(
         lambda p, b: js.eigsh(key, js.hessian_operator(loss_fn, p, b), p, k=4, which="BE",
                               num_iters=60, tol=1e-12).eigenvalues
     )  # fmt: skip
     check("eigsh BE k=4", eig(params, batch), eig(params, sharded), span(sharded))
-    power = jax.jit(
-        lambda p, b: js.power_iteration(key, js.hessian_operator(loss_fn, p, b), p,
-                                        num_iters=300, tol=1e-12).eigenvalues
-    )  # fmt: skip
-    check("power_iteration", power(params, batch), power(params, sharded), span(sharded))
-    trace = jax.jit(
-        lambda p, b: js.estimate_trace(key, js.hessian_operator(loss_fn, p, b), p,
-                                       num_matvecs=30).value
-    )  # fmt: skip
-    check("estimate_trace", trace(params, batch), trace(params, sharded), span(sharded))
-    dens = jax.jit(
-        lambda p, b: js.spectral_density(key, js.hessian_operator(loss_fn, p, b), p,
-                                         num_probes=4, num_iters=12)
-    )  # fmt: skip
-    d1, d2 = dens(params, batch), dens(params, sharded)
-    check("spectral_density", (d1.nodes, d1.weights), (d2.nodes, d2.weights), span(sharded))
-
     other = init(jax.random.key(3))
     alphas = jnp.linspace(-0.5, 1.5, 13)
     prof1 = js.interpolate(loss_fn, params, other, batch, alphas)
@@ -147,10 +121,6 @@ def main() -> None:
     surf1 = js.surface(loss_fn, params, d_1, d_2, batch, xs, ys)
     surf2 = js.surface(loss_fn, params, d_1, d_2, sharded, xs, ys)
     check("surface (sharded batch)", surf1.loss, surf2.loss, span(sharded))
-    istack1 = js.interpolate(loss_fn, params, other, stack, alphas, stacked=True)
-    istack2 = js.interpolate(loss_fn, params, other, stack_sh, alphas, stacked=True)
-    check("interpolate (stacked, sharded)", istack1.loss, istack2.loss, span(stack_sh))
-
     # ---- ragged: a batch that does not divide over the devices
     rb_n = n + NUM_DEVICES - 1
     ragged = data(jax.random.key(6), rb_n)
@@ -164,35 +134,11 @@ def main() -> None:
                               num_iters=60, tol=1e-12).eigenvalues
     )  # fmt: skip
     check("ragged eigsh", eig(params, ragged), reig(params, split), span(split.main))
-    check(
-        "ragged interpolate",
-        js.interpolate(loss_fn, params, other, ragged, alphas).loss,
-        js.interpolate(rloss, params, other, split, alphas).loss,
-        span(split.main),
-    )
-    check(
-        "ragged surface",
-        js.surface(loss_fn, params, d_1, d_2, ragged, xs, ys).loss,
-        js.surface(rloss, params, d_1, d_2, split, xs, ys).loss,
-        span(split.main),
-    )
-
     # ---- point parallelism: coefficients, grid points, probes, starts and seeds split
     p_int = js.interpolate(loss_fn, params, other, batch, alphas, mesh=mesh)
     check("interpolate (points over mesh)", prof1.loss, p_int.loss, span(p_int.loss))
-    p_int_c = js.interpolate(loss_fn, params, other, batch, alphas, mesh=mesh, chunk_size=2)
-    check("interpolate (points, chunked)", prof1.loss, p_int_c.loss, span(p_int_c.loss))
     p_surf = js.surface(loss_fn, params, d_1, d_2, batch, xs, ys, mesh=mesh, chunk_size=3)
     check("surface (points over mesh)", surf1.loss, p_surf.loss, span(p_surf.loss))
-    p_both = js.surface(loss_fn, params, d_1, d_2, sharded, xs, ys, mesh=mesh)
-    check("surface (points and sharded batch)", surf1.loss, p_both.loss, span(p_both.loss))
-    ts = jnp.linspace(0, 1, 11)
-    curve = js.fit_curve(
-        jax.random.key(7), loss_fn, params, other, batch, optax.sgd(0.1), num_steps=3
-    )
-    c1 = js.curve_losses(loss_fn, curve, batch, ts)
-    c2 = js.curve_losses(loss_fn, curve, batch, ts, mesh=mesh)
-    check("curve_losses (points over mesh)", c1, c2, span(c2))
     dens_m = jax.jit(
         lambda p, b: js.spectral_density(key, js.hessian_operator(loss_fn, p, b), p,
                                          num_probes=2 * NUM_DEVICES + 1, num_iters=12,
@@ -205,19 +151,6 @@ def main() -> None:
     dm, ds = dens_m(params, batch), dens_1(params, batch)
     check("spectral_density (probes over mesh)", (ds.nodes, ds.weights, ds.density),
           (dm.nodes, dm.weights, dm.density), span(dm.nodes))  # fmt: skip
-    trace_m = jax.jit(
-        lambda p, b: js.estimate_trace(key, js.hessian_operator(loss_fn, p, b), p,
-                                       num_matvecs=30, mesh=mesh).value
-    )  # fmt: skip
-    # (the trace is a scalar: its layout says nothing about where the products ran)
-    check("estimate_trace (probes over mesh)", trace(params, batch), trace_m(params, batch), 0)
-
-    starts = jax.vmap(init)(jax.random.split(jax.random.key(8), NUM_DEVICES + 1))
-    opts = dict(method="newton", num_steps=5, classify=False)
-    s1 = js.find_critical_points(loss_fn, starts, batch, **opts)
-    s2 = js.find_critical_points(loss_fn, starts, batch, mesh=mesh, **opts)
-    check("find_critical_points (starts over mesh)", (s1.params, s1.loss), (s2.params, s2.loss),
-          span(s2.loss))  # fmt: skip
 
     def train(key):  # a vmapped training run per seed: GD on a fresh init, 20 steps
         p = init(key)
@@ -233,9 +166,84 @@ def main() -> None:
     t2 = jax.jit(lambda k: js.map_points(train, k, mesh))(seeds)
     check("map_points (training seeds)", t1, t2, span(t2))
 
-    explicit = jax.make_mesh((NUM_DEVICES,), ("x",), axis_types=(jax.sharding.AxisType.Explicit,))
-    t3 = jax.jit(lambda k: js.map_points(train, k, explicit))(seeds)
-    check("map_points (explicit-axis mesh)", t1, t3, span(t3))
+    if FULL:  # the rest at the default device count only (the suite runs 8 with --core)
+        ggn = jax.jit(lambda p, b, v: js.ggn_operator(apply, out_loss, p, b)(v))
+        check("ggn_operator", ggn(params, batch, v), ggn(params, sharded, v), span(sharded))
+
+        stack = js.data.stack_batches(batch, batch_size=8 * NUM_DEVICES)
+        stack_sh = js.shard_batch(stack, mesh, stacked=True)
+        avg = jax.jit(
+            lambda p, bs, v: js.averaged_operator(lambda b: js.hessian_operator(loss_fn, p, b), bs)(
+                v
+            )
+        )
+        check("averaged_operator (stacked)", avg(params, stack, v), avg(params, stack_sh, v),
+              span(stack_sh))  # fmt: skip
+
+        power = jax.jit(
+            lambda p, b: js.power_iteration(key, js.hessian_operator(loss_fn, p, b), p,
+                                            num_iters=300, tol=1e-12).eigenvalues
+        )  # fmt: skip
+        check("power_iteration", power(params, batch), power(params, sharded), span(sharded))
+        trace = jax.jit(
+            lambda p, b: js.estimate_trace(key, js.hessian_operator(loss_fn, p, b), p,
+                                           num_matvecs=30).value
+        )  # fmt: skip
+        check("estimate_trace", trace(params, batch), trace(params, sharded), span(sharded))
+        dens = jax.jit(
+            lambda p, b: js.spectral_density(key, js.hessian_operator(loss_fn, p, b), p,
+                                             num_probes=4, num_iters=12)
+        )  # fmt: skip
+        d1, d2 = dens(params, batch), dens(params, sharded)
+        check("spectral_density", (d1.nodes, d1.weights), (d2.nodes, d2.weights), span(sharded))
+
+        istack1 = js.interpolate(loss_fn, params, other, stack, alphas, stacked=True)
+        istack2 = js.interpolate(loss_fn, params, other, stack_sh, alphas, stacked=True)
+        check("interpolate (stacked, sharded)", istack1.loss, istack2.loss, span(stack_sh))
+
+        check(
+            "ragged interpolate",
+            js.interpolate(loss_fn, params, other, ragged, alphas).loss,
+            js.interpolate(rloss, params, other, split, alphas).loss,
+            span(split.main),
+        )
+        check(
+            "ragged surface",
+            js.surface(loss_fn, params, d_1, d_2, ragged, xs, ys).loss,
+            js.surface(rloss, params, d_1, d_2, split, xs, ys).loss,
+            span(split.main),
+        )
+
+        p_int_c = js.interpolate(loss_fn, params, other, batch, alphas, mesh=mesh, chunk_size=2)
+        check("interpolate (points, chunked)", prof1.loss, p_int_c.loss, span(p_int_c.loss))
+        p_both = js.surface(loss_fn, params, d_1, d_2, sharded, xs, ys, mesh=mesh)
+        check("surface (points and sharded batch)", surf1.loss, p_both.loss, span(p_both.loss))
+        ts = jnp.linspace(0, 1, 11)
+        curve = js.fit_curve(
+            jax.random.key(7), loss_fn, params, other, batch, optax.sgd(0.1), num_steps=3
+        )
+        c1 = js.curve_losses(loss_fn, curve, batch, ts)
+        c2 = js.curve_losses(loss_fn, curve, batch, ts, mesh=mesh)
+        check("curve_losses (points over mesh)", c1, c2, span(c2))
+        trace_m = jax.jit(
+            lambda p, b: js.estimate_trace(key, js.hessian_operator(loss_fn, p, b), p,
+                                           num_matvecs=30, mesh=mesh).value
+        )  # fmt: skip
+        # (the trace is a scalar: its layout says nothing about where the products ran)
+        check("estimate_trace (probes over mesh)", trace(params, batch), trace_m(params, batch), 0)
+
+        starts = jax.vmap(init)(jax.random.split(jax.random.key(8), NUM_DEVICES + 1))
+        opts = dict(method="newton", num_steps=5, classify=False)
+        s1 = js.find_critical_points(loss_fn, starts, batch, **opts)
+        s2 = js.find_critical_points(loss_fn, starts, batch, mesh=mesh, **opts)
+        check("find_critical_points (starts over mesh)", (s1.params, s1.loss), (s2.params, s2.loss),
+              span(s2.loss))  # fmt: skip
+
+        explicit = jax.make_mesh(
+            (NUM_DEVICES,), ("x",), axis_types=(jax.sharding.AxisType.Explicit,)
+        )
+        t3 = jax.jit(lambda k: js.map_points(train, k, explicit))(seeds)
+        check("map_points (explicit-axis mesh)", t1, t3, span(t3))
 
     results["_meta"] = {"num_devices": NUM_DEVICES, "params": int(ravel_pytree(params)[0].size)}
     print(json.dumps(results))

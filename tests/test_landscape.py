@@ -3,11 +3,14 @@ evaluation."""
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import EXACT, mlp_apply, mlp_params, rel_err
+from jax._src import monitoring
 from jax.flatten_util import ravel_pytree
 
 from jaxscape import data, landscape, models
@@ -45,6 +48,22 @@ class _UnhashableLoss:
         return quadratic(params, batch)
 
 
+@contextlib.contextmanager
+def _count_compiles():
+    """The XLA compilations that run inside the block."""
+    events: list[str] = []
+
+    def listen(name, secs, **kwargs):
+        if name.endswith("backend_compile_duration"):
+            events.append(name)
+
+    monitoring.register_event_duration_secs_listener(listen)
+    try:
+        yield events
+    finally:
+        monitoring.unregister_event_duration_listener(listen)
+
+
 def test_interpolate_and_surface_compile_once_per_loss():
     """Eager calls run one cached program (not op-by-op dispatch); unhashable losses still work."""
     a = {"w": jnp.asarray([1.0, -1.0, 2.0], F64)}
@@ -54,14 +73,19 @@ def test_interpolate_and_surface_compile_once_per_loss():
     def fresh_loss(params, batch):  # a new function object: nothing cached for it yet
         return quadratic(params, batch)
 
-    before = landscape._grid_jit._cache_size()
-    for shift in (0.0, 1.0, 2.0):  # new values, same shapes: no new program
-        landscape.interpolate(fresh_loss, a, b, c + shift, jnp.linspace(0.0, 1.0, 5, dtype=F64))
-    assert landscape._grid_jit._cache_size() == before + 1
+    alphas5 = jnp.linspace(0.0, 1.0, 5, dtype=F64)
     xs = jnp.linspace(-1.0, 1.0, 3, dtype=F64)
-    for _ in range(2):
-        landscape.surface(fresh_loss, a, a, b, c, xs, xs)
-    assert landscape._grid_jit._cache_size() == before + 2
+    shifted = [c + shift for shift in (0.0, 1.0, 2.0)]  # new values, same shapes
+    landscape.interpolate(quadratic, a, b, c, alphas5)  # compiles the small eager ops around it
+    landscape.surface(quadratic, a, a, b, c, xs, xs)
+    with _count_compiles() as compiles:
+        for batch in shifted:
+            landscape.interpolate(fresh_loss, a, b, batch, alphas5)
+    assert len(compiles) == 1  # one program (and the memory check reuses it)
+    with _count_compiles() as compiles:
+        for batch in shifted[:2]:
+            landscape.surface(fresh_loss, a, a, b, batch, xs, xs)
+    assert len(compiles) == 1
     alphas = jnp.linspace(-0.5, 1.5, 9, dtype=F64)
     want = landscape.interpolate(quadratic, a, b, c, alphas).loss
     got = landscape.interpolate(_UnhashableLoss(), a, b, c, alphas).loss
