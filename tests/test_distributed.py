@@ -144,3 +144,25 @@ def test_grid_and_dense_hessian_refused_up_front(monkeypatch):
         js.hessian_matrix(loss, p, None)
     monkeypatch.undo()
     assert js.surface(loss, p, p, p, None, jnp.ones(3), jnp.ones(3)).loss.shape == (3, 3)
+
+
+@pytest.mark.xdist_group("distributed-8")
+def test_bench_distributed_quick_runs(tmp_path):
+    """The scaling benchmark runs (1 and 2 forced devices), agrees with one device to float32
+    rounding and splits the data-parallel HVP's memory."""
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_distributed.py"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    proc = subprocess.run(
+        [sys.executable, str(bench), "--quick", "--devices", "2", "--repeats", "1",
+         "--out", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "bench_distributed_cpu_quick.json").read_text())["rows"]
+    assert {(r["operation"], r["devices"]) for r in rows} == {
+        (op, n) for op in ("hvp", "eigsh k=5", "surface", "slq") for n in (1, 2)
+    }
+    for r in rows:
+        assert r["rel_diff_vs_1"] < 1e-4, r
+    hvp2 = next(r for r in rows if r["operation"] == "hvp" and r["devices"] == 2)
+    assert hvp2["memory_vs_1"] < 0.8
