@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxscape import experiment, hessian_matrix
+from jaxscape import data_mesh, experiment, hessian_matrix, map_points
 from jaxscape.optim import newton_step
 from jaxscape.toys.relu import teacher_student, teacher_student_loss
 
@@ -77,7 +77,8 @@ PAPER_RECALLED = {6: 0.3, 7: 5.5, 8: 12.6, 9: 21.8, 10: 33.5, 11: 45.4, 12: 55.0
 
 def make_runner(cfg, k: int, n: int):
     """``run(keys) -> end-point statistics``: every seed's teacher, init, Adam, Newton and
-    Hessian in one ``vmap``-ed, ``jit``-ed program."""
+    Hessian in one ``vmap``-ed, ``jit``-ed program, with the seeds split over all devices
+    (``map_points``) when there are several."""
     d = k + cfg["input_dim_extra"]
     schedule = optax.cosine_decay_schedule(cfg["lr"], cfg["steps"], alpha=0.01)
     opt = optax.adam(schedule)
@@ -124,7 +125,10 @@ def make_runner(cfg, k: int, n: int):
             "V": prob.teacher,
         }
 
-    return jax.jit(jax.vmap(one))
+    mesh = data_mesh()  # with several devices (GPUs, hosts) the seeds are split over them
+    if mesh.size == 1:
+        return jax.jit(jax.vmap(one))
+    return jax.jit(lambda keys: map_points(one, keys, mesh))
 
 
 @jax.jit
