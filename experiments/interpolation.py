@@ -1,7 +1,7 @@
 """Straight lines from initialization to solution, between two solutions, and the plane of the
 SGD path: Goodfellow, Vinyals & Saxe's qualitative picture of neural-network optimization.
 
-Claims reproduced (issue #7, item 1; Goodfellow, Vinyals & Saxe 2015, "Qualitatively
+Claims reproduced (issue #7, item 3; Goodfellow, Vinyals & Saxe 2015, "Qualitatively
 characterizing neural network optimization problems", ICLR):
 
 1. **No barrier from θ₀ to θ*.** For the networks they study (MLPs, CNNs, LSTMs), the loss along
