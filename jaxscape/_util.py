@@ -24,8 +24,8 @@ def chunked_map(
     """``f`` over the leading axis of ``xs``: all at once under ``vmap`` (``chunk_size=None``) or
     ``chunk_size`` at a time (``lax.map(..., batch_size=)``), so memory follows the chunk.
 
-    With a ``mesh`` the points are split over all of its devices first (``shard_map``; see
-    ``distributed.map_points``) and ``chunk_size`` counts points per device.
+    With a ``mesh`` the points are split over all of its devices first (one block per device;
+    see ``distributed.map_points``) and ``chunk_size`` counts points per device.
 
     ``fn`` and ``name`` are the caller and its argument, named in the error for a bad size.
     """
@@ -46,7 +46,10 @@ def sharded_map(f: Callable, xs: Any, mesh: Mesh, chunk_size: int | None, fn: st
     """``f`` over the leading axis of ``xs`` with the points split evenly over every device of
     ``mesh``. A count that does not divide is padded with copies of the last point, whose
     results are dropped, so any number of points gives exactly the unsharded results. Values
-    ``f`` closes over (params, batch) are replicated on every device."""
+    ``f`` closes over (params, batch, operators) may be laid out in any way: XLA moves them.
+
+    (A ``shard_map`` version could not take an operator linearized at a batch sharded over
+    the same mesh: its residuals are global arrays, which a manual-axis body refuses.)"""
     if not isinstance(mesh, Mesh):
         raise TypeError(
             f"{fn}: `mesh` must be a jax.sharding.Mesh (e.g. jaxscape.distributed.data_mesh()), "
@@ -58,19 +61,18 @@ def sharded_map(f: Callable, xs: Any, mesh: Mesh, chunk_size: int | None, fn: st
     pad = -n % mesh.size
     if pad:
         xs = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]), xs)
-    spec = PartitionSpec(axes)
-    explicit = any(t == AxisType.Explicit for t in mesh.axis_types)
-    if explicit:  # shard_map wants inputs already laid out as in_specs says
-        xs = jax.sharding.reshard(xs, NamedSharding(mesh, spec))
-    out = jax.shard_map(
-        lambda local: _local_map(f, local, chunk_size),
-        mesh=mesh,
-        in_specs=spec,
-        out_specs=spec,
-        check_vma=False,
-    )(xs)
+    total = n + pad
+    blocks = jax.tree.map(lambda x: x.reshape(mesh.size, total // mesh.size, *x.shape[1:]), xs)
+    # the points are placed with an Auto-axis copy of the mesh (same devices, same names), so
+    # meshes from ``jax.make_mesh``, whose axes are Explicit, work without a mesh context
+    auto = Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(axes))
+    layout = NamedSharding(auto, PartitionSpec(axes))
+    place = jax.lax.with_sharding_constraint
+    # one block of points per device; XLA's partitioner (GSPMD) splits the vmapped block axis
+    # over the devices and moves whatever ``f`` closes over (a sharded batch, an operator's
+    # residuals) to where it is needed
+    out = jax.vmap(lambda local: _local_map(f, local, chunk_size))(place(blocks, layout))
+    out = jax.tree.map(lambda y: y.reshape(total, *y.shape[2:]), place(out, layout))
     if not pad:
         return out
-    if explicit:  # a slice that does not divide over the axis must be replicated first
-        out = jax.sharding.reshard(out, NamedSharding(mesh, PartitionSpec()))
     return jax.tree.map(lambda y: y[:n], out)

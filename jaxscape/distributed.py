@@ -16,8 +16,10 @@ and both return the numbers of a one-device run:
 - **Point parallelism.** ``map_points`` (and the ``mesh=`` argument of ``interpolate``,
   ``surface``, ``curve_losses``, ``line_losses``, ``estimate_trace``, ``spectral_density``
   and ``find_critical_points``) splits interpolation coefficients, grid points, SLQ probes,
-  start points or training seeds over the devices with ``shard_map``. Params and batch are
-  replicated, and each device evaluates its share, ``chunk_size`` points at a time.
+  start points or training seeds over the devices: the points are cut into one block per
+  device, and XLA's partitioner runs each block on its device (``with_sharding_constraint``
+  on the block axis). Each device evaluates its share, ``chunk_size`` points at a time, and
+  XLA moves what the points need (params, a batch, even one sharded over the same mesh).
 
 Several hosts: start one process per host and call ``jax.distributed.initialize()`` before
 anything else (see ``examples/multihost.py``). ``jax.devices()`` and so ``data_mesh()`` then
@@ -260,11 +262,11 @@ def map_points(
 ) -> Any:
     """``vmap(f)(xs)`` with the points (the leading axis of ``xs``) split over ``mesh``.
 
-    Each device maps ``f`` over its share, ``chunk_size`` points at a time (``lax.map``),
-    and values ``f`` closes over are replicated. A number of points that does not divide is
-    padded with copies of the last point, and those results are dropped. Use it for anything
-    vmapped over independent points: training seeds (a vmapped ``lax.scan`` training
-    loop over keys), random restarts, grid points of your own.
+    Each device maps ``f`` over its share, ``chunk_size`` points at a time (``lax.map``);
+    values ``f`` closes over are moved to the devices by XLA. A number of points that does
+    not divide is padded with copies of the last point, and those results are dropped.
+    Use it for anything vmapped over independent points: training seeds (a vmapped
+    ``lax.scan`` training loop over keys), random restarts, grid points of your own.
 
     Args:
       f: function of one point (a pytree slice of ``xs`` without the leading axis).
@@ -392,6 +394,54 @@ def gather(tree: PyTree) -> PyTree:
     return multihost_utils.process_allgather(tree, tiled=True)
 
 
+def broadcast(value: Any) -> Any:
+    """Process 0's ``value`` (a pytree of arrays or numbers) on every process; in a single
+    process, ``value`` itself."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.broadcast_one_to_all(value)
+
+
+def run_stage(
+    folder: Any,
+    name: str,
+    options: dict[str, Any],
+    compute: Callable[[], tuple[dict, dict]],
+) -> Any:
+    """A resumable ``RunFolder`` stage that every process runs and only process 0 records.
+
+    Process 0 holds the ``RunFolder`` (pass ``None`` elsewhere) and decides whether the stage
+    is already recorded with these options. The decision is broadcast, so all processes skip
+    it or all compute it. A computing process must take part because ``compute`` runs
+    collectives. Only process 0 reads or writes files, so the folder need not be on a
+    filesystem the other hosts see.
+
+    Args:
+      folder: the ``jaxscape.runfolder.RunFolder`` on process 0, ``None`` on the others.
+      name, options: the stage and the options its key hashes.
+      compute: ``() -> (results, arrays)``, host values (``gather`` sharded ones first).
+
+    Returns:
+      The ``StageRecord`` on process 0 (loaded or new); ``None`` on the others.
+    """
+    main = is_main_process()
+    if main and folder is None:
+        raise ValueError("run_stage: process 0 must pass its RunFolder as `folder`.")
+    found = folder.load(name, folder.stage_key(name, options)) if main else None
+    if int(broadcast(np.int32(found is not None))):
+        return found
+    import time
+
+    start = time.perf_counter()
+    results, arrays = compute()
+    if not main:
+        return None
+    key = folder.stage_key(name, options)
+    return folder.save(name, key, results, arrays, time.perf_counter() - start)
+
+
 def device_summary() -> dict[str, Any]:
     """Processes, devices and their kind: what a results file should say it ran on."""
     devices = jax.devices()
@@ -409,6 +459,7 @@ __all__ = [
     "MemoryEstimate",
     "RaggedBatch",
     "available_memory",
+    "broadcast",
     "check_fits",
     "data_mesh",
     "device_summary",
@@ -419,6 +470,7 @@ __all__ = [
     "num_examples",
     "ragged_loss",
     "replicate",
+    "run_stage",
     "shard_batch",
     "split_batch",
 ]

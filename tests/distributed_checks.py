@@ -151,6 +151,14 @@ def main() -> None:
     dm, ds = dens_m(params, batch), dens_1(params, batch)
     check("spectral_density (probes over mesh)", (ds.nodes, ds.weights, ds.density),
           (dm.nodes, dm.weights, dm.density), span(dm.nodes))  # fmt: skip
+    dens_ms = jax.jit(
+        lambda p, b: js.spectral_density(key, js.hessian_operator(loss_fn, p, b), p,
+                                         num_probes=2 * NUM_DEVICES + 1, num_iters=12,
+                                         mesh=mesh)
+    )  # fmt: skip
+    dms = dens_ms(params, sharded)  # probes over the mesh, operator on the sharded batch
+    check("spectral_density (probes and sharded batch)", (ds.nodes, ds.weights),
+          (dms.nodes, dms.weights), span(dms.nodes))  # fmt: skip
 
     def train(key):  # a vmapped training run per seed: GD on a fresh init, 20 steps
         p = init(key)

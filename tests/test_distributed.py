@@ -28,7 +28,8 @@ CORE = [
     "batch layout", "loss", "hvp", "hessian_operator", "eigsh BE k=4",
     "interpolate (sharded batch)", "surface (sharded batch)", "ragged loss", "ragged hvp",
     "ragged eigsh", "interpolate (points over mesh)", "surface (points over mesh)",
-    "spectral_density (probes over mesh)", "map_points (training seeds)",
+    "spectral_density (probes over mesh)", "spectral_density (probes and sharded batch)",
+    "map_points (training seeds)",
 ]  # fmt: skip
 FULL = [
     *CORE, "ggn_operator", "averaged_operator (stacked)", "power_iteration", "estimate_trace",
