@@ -35,7 +35,6 @@ scale it up. Results go to ``results.json`` in ``--out``.
 from __future__ import annotations
 
 import itertools
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -51,12 +50,10 @@ from jaxscape import (
     fit,
     interpolate,
     plane_through,
-    sharpness,
     surface,
 )
 
 NAME = "optimizer_basins"
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
 OPTIMIZERS = ("sgd", "momentum", "adam")
 LABELS = {"sgd": "SGD", "momentum": "SGD+momentum", "adam": "Adam"}
 QUICK = {
@@ -100,21 +97,13 @@ def _optimizers(cfg):
     }
 
 
-def _accuracy(apply_fn):
-    def acc(params, batch):
-        pred = jnp.argmax(apply_fn(params, batch.x), -1)
-        return jnp.mean((pred == batch.y).astype(jnp.result_type(float)))
-
-    return acc
-
-
 def _norm(tree):
     return optax.tree.norm(tree)
 
 
 def make_analysis(cfg, loss_fn, apply_fn):
     """Jitted measurements, compiled once and reused for every seed and solution."""
-    acc = _accuracy(apply_fn)
+    acc = experiment.accuracy(apply_fn)
     alphas = np.linspace(-0.25, 1.25, cfg["alphas"])
     inside = np.flatnonzero(np.abs(alphas - 0.5) <= 0.5 + 1e-9)
     if not (np.isclose(alphas[inside[0]], 0) and np.isclose(alphas[inside[-1]], 1)):
@@ -133,22 +122,16 @@ def make_analysis(cfg, loss_fn, apply_fn):
         )
         return bw.mean, jnp.mean(bw.reached.astype(bw.mean.dtype))
 
-    # at --quick size compiling is most of the time: XLA's backend optimizations off
-    jit = partial(jax.jit, compiler_options=FAST_COMPILE if cfg["fast_compile"] else None)
+    jit = experiment.jit(cfg["fast_compile"])
 
     @jit
     def point(key, params, params0, train, test):
         k_unit, k_filter, k_sharp = jax.random.split(key, 3)
         unit, unit_hit = widths(k_unit, params, train, None, cfg["basin_max_distance"])
         filt, filt_hit = widths(k_filter, params, train, "filter", cfg["basin_max_filter"])
-        eps = jnp.asarray(cfg["sharpness_epsilons"], jnp.result_type(float))
-        sharp = jax.vmap(
-            lambda e: (
-                sharpness(
-                    k_sharp, loss_fn, params, train, epsilon=e, num_steps=cfg["sharpness_steps"]
-                ).value
-            )
-        )(eps)
+        sharp = experiment.sharpness_curve(
+            k_sharp, loss_fn, params, train, cfg["sharpness_epsilons"], cfg["sharpness_steps"]
+        )
         return {
             "train_loss": loss_fn(params, train),
             "test_loss": loss_fn(params, test),

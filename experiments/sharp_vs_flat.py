@@ -34,8 +34,6 @@ what the test suite runs); ``--seeds``, ``--width``, ``--depth``, ``--small-batc
 
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,11 +47,9 @@ from jaxscape import (
     fit,
     hessian_operator,
     interpolate,
-    sharpness,
 )
 
 NAME = "sharp_vs_flat"
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
 RUNS = ("small", "large")
 QUICK = {
     "seeds": 2,
@@ -90,34 +86,21 @@ FULL = {
 }
 
 
-def _accuracy(apply_fn):
-    def acc(params, batch):
-        pred = jnp.argmax(apply_fn(params, batch.x), -1)
-        return jnp.mean((pred == batch.y).astype(jnp.result_type(float)))
-
-    return acc
-
-
 def make_analysis(cfg, loss_fn, apply_fn):
     """Jitted measurements, compiled once and reused for every seed and solution."""
-    acc = _accuracy(apply_fn)
+    acc = experiment.accuracy(apply_fn)
     alphas = np.linspace(-1.0, 2.0, cfg["alphas"])
     ends = np.flatnonzero(np.isclose(alphas, 0.0) | np.isclose(alphas, 1.0))
     if len(ends) != 2:
         raise ValueError(f"alphas = {cfg['alphas']} must be 3m + 1 (α = 0 and 1 on the grid)")
-    jit = partial(jax.jit, compiler_options=FAST_COMPILE if cfg["fast_compile"] else None)
+    jit = experiment.jit(cfg["fast_compile"])
 
     @jit
     def point(key, params, train, test):
         k_sharp, k_eig, k_trace = jax.random.split(key, 3)
-        eps = jnp.asarray(cfg["sharpness_epsilons"], jnp.result_type(float))
-        sharp = jax.vmap(
-            lambda e: (
-                sharpness(
-                    k_sharp, loss_fn, params, train, epsilon=e, num_steps=cfg["sharpness_steps"]
-                ).value
-            )
-        )(eps)
+        sharp = experiment.sharpness_curve(
+            k_sharp, loss_fn, params, train, cfg["sharpness_epsilons"], cfg["sharpness_steps"]
+        )
         hess = hessian_operator(loss_fn, params, train)
         top = eigsh(k_eig, hess, params, k=1, num_iters=cfg["eigsh_iters"])
         trace = estimate_trace(k_trace, hess, params, num_matvecs=cfg["trace_matvecs"])

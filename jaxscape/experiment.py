@@ -25,6 +25,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from jaxscape.runfolder import RunFolder, StageRecord, _jsonable, device_info, versions
@@ -163,3 +164,41 @@ class Experiment:
 
 
 __all__ = ["Experiment", "parser", "positive", "settings"]
+
+
+# --------------------------------------------------------------------------- measurements
+
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
+
+def jit(fast_compile: bool):
+    """``jax.jit``, with XLA's backend optimizations off when ``fast_compile`` (at ``--quick``
+    size compiling is most of the time)."""
+    import jax
+
+    return partial(jax.jit, compiler_options=FAST_COMPILE if fast_compile else None)
+
+
+def accuracy(apply_fn: Callable) -> Callable:
+    """``acc(params, batch)``: the fraction of ``batch.y`` that ``argmax apply_fn(params,
+    batch.x)`` predicts (a ``data.Dataset``-like batch)."""
+    import jax.numpy as jnp
+
+    def acc(params, batch):
+        pred = jnp.argmax(apply_fn(params, batch.x), -1)
+        return jnp.mean((pred == batch.y).astype(jnp.result_type(float)))
+
+    return acc
+
+
+def sharpness_curve(key, loss_fn, params, batch, epsilons, num_steps: int):
+    """Keskar et al.'s ε-sharpness (``landscape.sharpness``) for every ε of ``epsilons`` at
+    once (``vmap``), with one key."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxscape.landscape import sharpness
+
+    eps = jnp.asarray(epsilons, jnp.result_type(float))
+    one = lambda e: sharpness(key, loss_fn, params, batch, epsilon=e, num_steps=num_steps).value  # noqa: E731
+    return jax.vmap(one)(eps)
