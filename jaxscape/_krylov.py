@@ -7,6 +7,12 @@ basis after the three-term recurrence, with a conditional second pass (Daniel, G
 Kaufman & Stewart 1976). It reads the whole ``(rows, n)`` basis each step: on CPU a fused
 ``(V w) V`` over the zero rows was faster than slicing out the filled part (XLA copies a
 dynamic slice, and static slices inside ``lax.switch`` branches were copied too).
+
+With a ``sharding`` (a ``NamedSharding`` with spec ``P(None, axes)``) the basis is pinned to
+that layout, each row split along ``n`` over the devices, by ``with_sharding_constraint``
+after it is allocated and after every update: per device it holds ``rows × n / devices``
+floats, and the projections ``V w`` become partial sums that XLA all-reduces. Without one
+nothing is constrained. ``_krylov_host`` keeps the basis in host memory instead.
 """
 
 from __future__ import annotations
@@ -57,11 +63,22 @@ def orthogonalize(basis: Array, w: Array) -> Array:
 _DGKS = 0.7071067811865476
 
 
-def init_state(v0: Array, num_iters: int, key: Array | None = None) -> LanczosState:
-    """Basis with ``v0 / ||v0||`` in row 0; with ``key``, a random seed for restart vectors."""
+def place(basis: Array, sharding: jax.sharding.Sharding | None) -> Array:
+    """``basis`` constrained to ``sharding``; unchanged (no constraint at all) for ``None``."""
+    return basis if sharding is None else lax.with_sharding_constraint(basis, sharding)
+
+
+def init_state(
+    v0: Array,
+    num_iters: int,
+    key: Array | None = None,
+    sharding: jax.sharding.Sharding | None = None,
+) -> LanczosState:
+    """Basis with ``v0 / ||v0||`` in row 0; with ``key``, a random seed for restart vectors;
+    with ``sharding``, the basis laid out that way (see the module docstring)."""
     n, dtype = v0.shape[0], v0.dtype
     rows = -(-(num_iters + 1) // BLOCK) * BLOCK
-    basis = jnp.zeros((rows, n), dtype).at[0].set(v0 / jnp.linalg.norm(v0))
+    basis = place(jnp.zeros((rows, n), dtype).at[0].set(v0 / jnp.linalg.norm(v0)), sharding)
     zeros = jnp.zeros((num_iters,), dtype)
     false = jnp.zeros((), bool)
     return LanczosState(
@@ -78,7 +95,9 @@ def init_state(v0: Array, num_iters: int, key: Array | None = None) -> LanczosSt
     )
 
 
-def lanczos_step(matvec: FlatMatvec, state: LanczosState) -> LanczosState:
+def lanczos_step(
+    matvec: FlatMatvec, state: LanczosState, sharding: jax.sharding.Sharding | None = None
+) -> LanczosState:
     """One Lanczos step with full reorthogonalization, or one restart.
 
     On breakdown (an invariant subspace has been found: ``beta ~ eps ||A||``) ``beta`` is set
@@ -88,7 +107,8 @@ def lanczos_step(matvec: FlatMatvec, state: LanczosState) -> LanczosState:
     against the basis, so eigenvalues outside the first Krylov space are still found. That
     call still applies the operator (to the zero row: one wasted product per restart) so the
     loop body has no branch: XLA copies a basis held by a conditional, or by a nested loop,
-    every step, which tripled the cost of a step on CPU.
+    every step, which tripled the cost of a step on CPU. ``sharding`` pins the updated basis
+    to its layout (``init_state``).
     """
     basis, j = state.basis, state.step
     pending = state.breakdown if state.restart is not None else jnp.zeros((), bool)
@@ -114,7 +134,7 @@ def lanczos_step(matvec: FlatMatvec, state: LanczosState) -> LanczosState:
     row = jnp.where(breakdown | (beta == 0), jnp.zeros_like(x), x / jnp.where(beta > 0, beta, 1))
     return state._replace(
         # rows >= num_iters + 1 exist, so the update never clips
-        basis=basis.at[jnp.where(pending, j, j + 1)].set(row),
+        basis=place(basis.at[jnp.where(pending, j, j + 1)].set(row), sharding),
         alphas=state.alphas.at[j].set(jnp.where(pending, state.alphas[j], alpha)),
         betas=state.betas.at[j].set(
             jnp.where(pending, state.betas[j], jnp.where(breakdown, 0, beta))
@@ -216,6 +236,14 @@ def wanted_residuals(state: LanczosState, which: str, k: int):
     return jnp.abs(beta * last), scale
 
 
+def wanted_converged(state: LanczosState, which: str, k: int, tol) -> Array:
+    """The stopping test of ``eigsh``: at least ``k`` steps, and every wanted Ritz pair has
+    residual ``<= tol × max|θ|`` (``wanted_residuals``). Reads only ``alphas``, ``betas`` and
+    ``step``, so it can be jitted on a state without its basis."""
+    resid, scale = wanted_residuals(state, which, k)
+    return (state.step >= k) & jnp.all(resid <= tol * scale)
+
+
 def lanczos(
     matvec: FlatMatvec,
     v0: Array,
@@ -223,21 +251,23 @@ def lanczos(
     *,
     key: Array | None = None,
     stop: Callable[[LanczosState], Array] | None = None,
+    sharding: jax.sharding.Sharding | None = None,
 ) -> LanczosState:
     """Run up to ``num_iters`` Lanczos steps in one ``lax.while_loop``.
 
     ``stop(state) -> bool`` (evaluated after each step) ends the run early and is recorded in
     ``state.converged``; the run also ends when the operator returns NaN/inf. With ``key``,
     breakdowns restart from random vectors orthogonal to the basis (see ``lanczos_step``);
-    without, the run continues with zero vectors.
+    without, the run continues with zero vectors. ``sharding`` lays the basis out over
+    devices (``init_state``).
     """
-    state = init_state(v0, num_iters, key)
+    state = init_state(v0, num_iters, key, sharding)
 
     def running(state):
         return (state.step < num_iters) & state.finite & ~state.converged
 
     def body(state):
-        state = lanczos_step(matvec, state)
+        state = lanczos_step(matvec, state, sharding)
         if stop is not None:
             # never stop right after a breakdown (last beta = 0, also during the restart that
             # follows): the Ritz pairs are then exact, but only for the Krylov space of one

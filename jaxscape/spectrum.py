@@ -21,12 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from jaxscape import _checks, _krylov
+from jaxscape import _checks, _krylov, _krylov_host
 from jaxscape._util import chunked_map
 from jaxscape.curvature import Matvec, PyTree
 
 WHICH = ("LA", "SA", "LM", "BE")
+BASIS_MEMORY = ("device", "host")
 
 
 class Eigs(NamedTuple):
@@ -92,6 +94,8 @@ def eigsh(
     which: str = "LA",
     num_iters: int | None = None,
     tol: float | None = None,
+    basis_sharding: Mesh | NamedSharding | None = None,
+    basis_memory: str = "device",
 ) -> Eigs:
     """``k`` eigenpairs of a symmetric operator by Lanczos with full reorthogonalization.
 
@@ -110,6 +114,15 @@ def eigsh(
     can report a repeated eigenvalue fewer times than it occurs (every returned pair is still
     a true eigenpair). ``tol=0`` runs all ``num_iters`` steps and collects the copies.
 
+    Memory. The basis ``V`` holds ``(num_iters + 1) × n`` floats, far more than the model for
+    ``num_iters`` in the hundreds. ``basis_sharding=mesh`` splits every basis vector along
+    ``n`` over the mesh's devices (``PartitionSpec(None, axes)``): each device holds
+    ``1/devices`` of it, and the projections ``V w`` become all-reduced partial sums; the
+    results are those of one device to rounding, and the call still jits.
+    ``basis_memory="host"`` keeps ``V`` in NumPy host memory instead: every step applies the
+    jitted operator on the device and reorthogonalizes on the host. That is a Python loop,
+    so it cannot run under ``jit``, ``vmap`` or ``grad``.
+
     Args:
       key: PRNG key for the start vector (and restarts).
       matvec: symmetric operator ``v -> A v`` on params-shaped pytrees.
@@ -122,16 +135,28 @@ def eigsh(
         ``min(n, 10k + 50)``.
       tol: relative residual tolerance; default ``sqrt(eps)`` of the dtype (3e-4 float32,
         1.5e-8 float64). Eigenvalue errors are about ``residual² / gap``, far below ``tol``.
+      basis_sharding: ``None`` (the basis on one device, unconstrained), a
+        ``jax.sharding.Mesh`` (basis vectors split over all of its axes, e.g.
+        ``distributed.data_mesh()``), or a ``NamedSharding`` giving the layout of one flat
+        vector (``P(axes)``; ``P(None, axes)`` for the basis is accepted too).
+      basis_memory: ``"device"`` (default) or ``"host"`` (NumPy; eager calls only).
 
     Returns:
       ``Eigs`` with eigenvalues ascending.
 
+    Raises:
+      TypeError: ``basis_memory="host"`` under a JAX transformation.
+
     Example:
       >>> matvec = hessian_operator(loss_fn, params, batch)
       >>> top = eigsh(jax.random.key(0), matvec, params, k=5).eigenvalues[::-1]
+      >>> top = eigsh(key, matvec, params, k=5, basis_sharding=distributed.data_mesh())
+      >>> top = eigsh(key, matvec, params, k=5, basis_memory="host")
     """
     fn = "eigsh"
     _checks.check_key(fn, key)
+    layout = _basis_layout(fn, basis_sharding, basis_memory)
+    host = basis_memory == "host"
     flat_mv, flat, unravel = _flatten(fn, matvec, params)
     n = flat.size
     k = _check_k(fn, k, n)
@@ -148,17 +173,25 @@ def eigsh(
 
     key_start, key_restart = jax.random.split(key)
     v0 = jax.random.normal(key_start, (n,), flat.dtype)
-
-    def stop(state):
-        resid, scale = _krylov.wanted_residuals(state, which, k)
-        return (state.step >= k) & jnp.all(resid <= tol * scale)
-
-    state = _krylov.lanczos(flat_mv, v0, m, key=key_restart, stop=stop)
-    theta, U, resid, scale = _krylov.ritz(state, which, k)
+    if host and not _checks.is_concrete(v0, params):  # under jit even v0 is a tracer
+        raise TypeError(
+            f"{fn}: basis_memory='host' runs a Python loop over the Lanczos steps and cannot be "
+            "traced (called under jax.jit/vmap/grad); call eigsh outside the transformation, "
+            "or use basis_memory='device'."
+        )
+    if host:
+        mv = jax.jit(flat_mv)
+        state = _krylov_host.lanczos(mv, v0, m, key=key_restart, which=which, k=k, tol=tol)
+        theta, vectors, resid, scale = _krylov_host.ritz(state, which, k)
+    else:
+        stop = lambda state: _krylov.wanted_converged(state, which, k, tol)  # noqa: E731
+        state = _krylov.lanczos(flat_mv, v0, m, key=key_restart, stop=stop, sharding=layout)
+        theta, U, resid, scale = _krylov.ritz(state, which, k)
+        vectors = U.T @ state.basis[:m]
     return _result(
         fn,
         theta,
-        U.T @ state.basis[:m],
+        vectors,
         unravel,
         resid,
         num_matvecs=state.num_matvecs,
@@ -458,6 +491,39 @@ def _flatten(fn: str, matvec: Matvec, params: PyTree):
         return ravel_pytree(matvec(unravel(x)))[0]
 
     return flat_mv, flat, unravel
+
+
+def _basis_layout(fn: str, basis_sharding: Any, basis_memory: Any) -> NamedSharding | None:
+    """The ``P(None, axes)`` layout of ``eigsh``'s basis, on an ``Auto``-axis copy of the mesh
+    (so meshes from ``jax.make_mesh``, whose axes are Explicit, need no mesh context)."""
+    _checks.check_choice(fn, "basis_memory", basis_memory, BASIS_MEMORY)
+    if basis_sharding is None:
+        return None
+    if basis_memory == "host":
+        raise ValueError(
+            f"{fn}: `basis_sharding` splits the basis over devices and `basis_memory='host'` "
+            "keeps it in host memory; pass one of them, not both."
+        )
+    if isinstance(basis_sharding, Mesh):
+        mesh, axes = basis_sharding, tuple(basis_sharding.axis_names)
+    elif isinstance(basis_sharding, NamedSharding) and isinstance(basis_sharding.mesh, Mesh):
+        mesh, spec = basis_sharding.mesh, tuple(basis_sharding.spec)
+        if len(spec) == 2 and spec[0] is None:
+            spec = spec[1:]
+        if len(spec) > 1:
+            raise ValueError(
+                f"{fn}: `basis_sharding` must lay out one flat vector, PartitionSpec(axes), or "
+                f"the basis as PartitionSpec(None, axes) (rows whole, split along n); got "
+                f"{basis_sharding.spec}."
+            )
+        axes = spec[0] if spec else None
+    else:
+        raise TypeError(
+            f"{fn}: `basis_sharding` must be None, a jax.sharding.Mesh (e.g. data_mesh()) or a "
+            f"NamedSharding on a concrete Mesh, got {type(basis_sharding).__name__}."
+        )
+    auto = Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * mesh.devices.ndim)
+    return NamedSharding(auto, PartitionSpec(None, axes))
 
 
 def _default_tol(dtype) -> float:
