@@ -21,10 +21,15 @@ and both return the numbers of a one-device run:
   on the block axis). Each device evaluates its share, ``chunk_size`` points at a time, and
   XLA moves what the points need (params, a batch, even one sharded over the same mesh).
 
+Memory: ``eigsh(..., basis_sharding=mesh)`` splits the Lanczos basis over the devices, and
+``basis_memory="host"`` keeps it in host memory. Dense Hessians and grid evaluations are
+checked against free device memory before they run (``check_fits``).
+
 Several hosts: start one process per host and call ``jax.distributed.initialize()`` before
 anything else (see ``examples/multihost.py``). ``jax.devices()`` and so ``data_mesh()`` then
 span all hosts. ``shard_batch`` takes each process's own slice of the data, so the global
-batch is the concatenation over processes. ``gather`` brings results to every host, and only
+batch is the concatenation over processes (every process must have the same number of local
+devices). ``gather`` brings results to every host, and only
 ``is_main_process()`` writes files.
 
     >>> mesh = data_mesh()                                # every device, one "data" axis
