@@ -330,5 +330,9 @@ def test_bench_runs_each_benchmark_script(monkeypatch, tmp_path):
     monkeypatch.setattr(cli.subprocess, "run", fake_run)
     assert cli.main(["bench", "--quick", "--out", str(tmp_path)]) == 0
     scripts = sorted(Path(c[1]).name for c in calls)
-    assert scripts == ["bench_hvp.py", "bench_landscape.py", "bench_train.py"]
+    folder = Path(cli.__file__).resolve().parents[1] / "benchmarks"
+    assert scripts == sorted(p.name for p in folder.glob("bench_*.py"))
+    assert {"bench_hvp.py", "bench_landscape.py", "bench_train.py", "bench_distributed.py"} <= set(
+        scripts
+    )
     assert all(c[-1] == "--quick" and str(tmp_path) in c for c in calls)
