@@ -18,7 +18,9 @@ def test_interpolation_quick(tmp_path):
     # training worked: from ln 10 ≈ 2.30 at initialization to well below it
     line = res["init_to_solution_train"]
     assert line["loss_at_0"] == pytest.approx(2.30, abs=0.1)
-    assert line["loss_at_1"] < 0.1 and res["final_train_loss"] == pytest.approx(line["loss_at_1"])
+    assert line["loss_at_1"] < 0.1 and res["final_train_loss"] == pytest.approx(
+        line["loss_at_1"], rel=1e-5
+    )  # float32: the eager loss and the compiled line differ in the sixth digit
 
     # 1. init → solution: monotone on [0, 1] for both runs on the training data, no rise at all;
     # on test data at most a small rise near the end (overfitting)
