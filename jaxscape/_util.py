@@ -42,6 +42,16 @@ def _local_map(f: Callable, xs: Any, chunk_size: int | None) -> Any:
     return jax.lax.map(f, xs, batch_size=chunk_size)
 
 
+def check_mesh(fn: str, mesh: Any) -> Mesh:
+    """``mesh`` if it is a ``jax.sharding.Mesh``, else a ``TypeError`` naming ``fn``."""
+    if not isinstance(mesh, Mesh):
+        raise TypeError(
+            f"{fn}: `mesh` must be a jax.sharding.Mesh (e.g. jaxscape.distributed.data_mesh()), "
+            f"got {type(mesh).__name__}."
+        )
+    return mesh
+
+
 def sharded_map(f: Callable, xs: Any, mesh: Mesh, chunk_size: int | None, fn: str) -> Any:
     """``f`` over the leading axis of ``xs`` with the points split evenly over every device of
     ``mesh``. A count that does not divide is padded with copies of the last point, whose
@@ -50,11 +60,7 @@ def sharded_map(f: Callable, xs: Any, mesh: Mesh, chunk_size: int | None, fn: st
 
     (A ``shard_map`` version could not take an operator linearized at a batch sharded over
     the same mesh: its residuals are global arrays, which a manual-axis body refuses.)"""
-    if not isinstance(mesh, Mesh):
-        raise TypeError(
-            f"{fn}: `mesh` must be a jax.sharding.Mesh (e.g. jaxscape.distributed.data_mesh()), "
-            f"got {type(mesh).__name__}."
-        )
+    check_mesh(fn, mesh)
     leaves = jax.tree.leaves(xs)
     n = jnp.shape(leaves[0])[0]
     axes = tuple(mesh.axis_names)

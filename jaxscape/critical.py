@@ -517,8 +517,9 @@ def _search(loss_fn, flat, batch, unravel, options):
 @partial(jax.jit, static_argnames=("loss_fn", "unravel", "options", "mesh"))
 def _search_many(loss_fn, flats, batch, unravel, options, mesh):
     one = lambda x: _search.__wrapped__(loss_fn, x, batch, unravel, options)  # noqa: E731
-    # on a mesh each device runs its starts one after another: XLA's CPU compiler did not
-    # finish (> 200 s) a shard_map whose body vmaps the dense Levenberg-Marquardt loop
+    # on a mesh each device runs its starts one after another: an earlier shard_map version
+    # whose body vmapped the dense Levenberg-Marquardt loop did not finish compiling (> 200 s
+    # on XLA:CPU); the vmapped form is not re-tested with the current block placement
     return chunked_map(one, flats, None if mesh is None else 1, "find_critical_points", mesh=mesh)
 
 

@@ -49,7 +49,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxscape._checks import check_positive_int, format_bytes
-from jaxscape._util import sharded_map
+from jaxscape._util import check_mesh, sharded_map
 
 PyTree = Any
 
@@ -74,15 +74,6 @@ def data_mesh(devices: Sequence[jax.Device] | None = None, *, axis_name: str = "
     if not devices:
         raise ValueError("data_mesh: `devices` is empty.")
     return Mesh(np.asarray(devices), (axis_name,))
-
-
-def _check_mesh(fn: str, mesh: Any) -> Mesh:
-    if not isinstance(mesh, Mesh):
-        raise TypeError(
-            f"{fn}: `mesh` must be a jax.sharding.Mesh (e.g. data_mesh()), got "
-            f"{type(mesh).__name__}."
-        )
-    return mesh
 
 
 def _axes(mesh: Mesh, axis: str | tuple[str, ...] | None) -> tuple[str, ...]:
@@ -141,7 +132,7 @@ def shard_batch(
         ``split_batch`` and ``ragged_loss``, or drop the remainder yourself.
     """
     fn = "shard_batch"
-    mesh = _check_mesh(fn, mesh)
+    mesh = check_mesh(fn, mesh)
     axes = _axes(mesh, axis)
     size = int(np.prod([mesh.shape[a] for a in axes]))
     n = num_examples(batch, stacked=stacked)
@@ -163,7 +154,7 @@ def shard_batch(
 
 def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
     """Place a copy of ``tree`` (params, directions) on every device of ``mesh``."""
-    return jax.device_put(tree, NamedSharding(_check_mesh("replicate", mesh), PartitionSpec()))
+    return jax.device_put(tree, NamedSharding(check_mesh("replicate", mesh), PartitionSpec()))
 
 
 class RaggedBatch(NamedTuple):
@@ -195,7 +186,7 @@ def split_batch(batch: PyTree, mesh: Mesh, *, axis: str | tuple[str, ...] | None
       ``RaggedBatch``.
     """
     fn = "split_batch"
-    mesh = _check_mesh(fn, mesh)
+    mesh = check_mesh(fn, mesh)
     if jax.process_count() > 1:
         raise ValueError(
             f"{fn}: ragged batches are supported in single-process runs only; in a "
@@ -287,7 +278,6 @@ def map_points(
       ...     jax.random.split(key, 1000))
     """
     fn = "map_points"
-    _check_mesh(fn, mesh)
     num_examples(xs)  # a shared leading axis
     if chunk_size is not None:
         chunk_size = check_positive_int(fn, "chunk_size", chunk_size)
