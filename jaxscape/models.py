@@ -106,6 +106,9 @@ class MLP(nn.Module):
       norm: ``None``, ``"layer"`` (LayerNorm) or ``"batch"`` (BatchNorm: state ``batch_stats``).
       dtype: parameter and computation dtype.
       bn_momentum: BatchNorm running-average momentum.
+      remat: recompute each hidden layer in the backward pass instead of storing its
+        activations (``flax.linen.remat``, i.e. ``jax.checkpoint``; see ``remat_block``, and
+        ``remat_compiler_options`` on CPU). Same function, same params.
 
     Example::
 
@@ -119,20 +122,67 @@ class MLP(nn.Module):
     norm: str | None = None
     dtype: Any = jnp.float32
     bn_momentum: float = 0.9
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         check_choice("MLP", "norm", self.norm, _NORMS)
         x = x.reshape(x.shape[0], -1).astype(self.dtype)
+        layer = remat_block(_mlp_layer, self.remat)
         for i, width in enumerate(self.features):
-            h = nn.Dense(width, dtype=self.dtype, param_dtype=self.dtype, name=f"Dense_{i}")(x)
             if i == len(self.features) - 1:
-                return h
-            h = self.activation(
-                _norm(self.norm, train, self.dtype, f"Norm_{i}", self.bn_momentum)(h)
-            )
-            x = x + h if self.residual and h.shape == x.shape else h
+                head = nn.Dense(width, dtype=self.dtype, param_dtype=self.dtype, name=f"Dense_{i}")
+                return head(x)
+            x = layer(self, x, i, train)
         return x
+
+
+def remat_block(block: Callable[..., Any], enabled: bool = True) -> Callable[..., Any]:
+    """``block(module, x, *static)`` wrapped in ``flax.linen.remat`` (``jax.checkpoint``).
+
+    Only ``x`` is traced; the arguments after it (layer index, ``train``) are static. The block's
+    submodules are created under ``module`` with their own names, so the params are the same
+    pytree with or without the wrapper. Of the block, only its input is stored for the backward
+    pass; everything inside it is recomputed there, about one more forward pass of the block
+    for its activations (Chen et al. 2016, "Training deep nets with sublinear memory cost"). In
+    an HVP (``jvp`` of ``grad``) this covers the tangents as well. It pays where a block has
+    several intermediates (a norm, a residual branch, an im2col convolution); a lone
+    ``tanh(Dense(x))`` stores only its input anyway. ``enabled=False`` returns ``block``.
+
+    On XLA:CPU compile with ``remat_compiler_options()``, or the recomputation is merged back
+    into the forward pass and nothing is saved.
+    """
+    if not enabled:
+        return block
+    num_args = len(inspect.signature(block).parameters)
+    return nn.remat(block, static_argnums=tuple(range(2, num_args)))
+
+
+def remat_compiler_options(backend: str | None = None) -> dict[str, str]:
+    """XLA options under which ``remat`` saves memory on ``backend`` (default: JAX's default).
+
+    ``jax.checkpoint`` fences what it recomputes with an optimization barrier. XLA:CPU removes
+    the barriers early in its pipeline, leaving the later passes free to merge each
+    recomputation with the forward pass it repeats (common-subexpression elimination) or to
+    schedule it there: the remat is undone, and a block whose derivative then reads a second
+    intermediate can store more than without remat (jax 0.10: an HVP plan about 2× larger for
+    a ``tanh`` MLP, see ``benchmarks/bench_memory.py``). XLA:GPU removes them only after
+    scheduling (per its pipeline; not measured here).
+    On CPU this returns the option that keeps the barriers (``xla_disable_hlo_passes:
+    cse_barrier_expander``); elsewhere ``{}``. Pass it to ``jax.jit``::
+
+        hvp = jax.jit(lambda p, b, v: jaxscape.hvp(loss_fn, p, b, v),
+                      compiler_options=remat_compiler_options())
+    """
+    backend = jax.default_backend() if backend is None else backend
+    return {"xla_disable_hlo_passes": "cse_barrier_expander"} if backend == "cpu" else {}
+
+
+def _mlp_layer(mdl: MLP, x: jax.Array, i: int, train: bool) -> jax.Array:
+    """Hidden layer ``i`` of ``MLP``: ``act(norm(Dense(x)))``, plus ``x`` when residual."""
+    h = nn.Dense(mdl.features[i], dtype=mdl.dtype, param_dtype=mdl.dtype, name=f"Dense_{i}")(x)
+    h = mdl.activation(_norm(mdl.norm, train, mdl.dtype, f"Norm_{i}", mdl.bn_momentum)(h))
+    return x + h if mdl.residual and h.shape == x.shape else h
 
 
 def _default_conv_impl() -> str:
@@ -214,6 +264,7 @@ class CNN(nn.Module):
       pool: global pooling at the end, ``"mean"`` or ``"max"``.
       conv_impl: ``"xla"``, ``"matmul"`` or ``None`` (see ``Conv``: matmul on CPU).
       activation, dtype, bn_momentum: as in ``MLP``.
+      remat: recompute each block (plain or residual) in the backward pass, as in ``MLP``.
     """
 
     channels: Sequence[int] = (16, 32)
@@ -226,33 +277,36 @@ class CNN(nn.Module):
     activation: Callable[[jax.Array], jax.Array] = nn.relu
     dtype: Any = jnp.float32
     bn_momentum: float = 0.9
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         check_choice("CNN", "norm", self.norm, _NORMS)
         check_choice("CNN", "pool", self.pool, ("mean", "max"))
         x = (x[..., None] if x.ndim == 3 else x).astype(self.dtype)
-
-        def conv(c, name, k=self.kernel_size):
-            return Conv(c, k, self.conv_impl, self.dtype, name=name)
-
-        for b, c in enumerate(self.channels):
-            if b:
-                x = _mean_pool2(x)
-            h = self.activation(
-                _norm(self.norm, train, self.dtype, f"Norm_{b}", self.bn_momentum)(
-                    conv(c, f"Conv_{b}")(x)
-                )
-            )
-            if self.residual:
-                h = _norm(self.norm, train, self.dtype, f"Norm_{b}b", self.bn_momentum)(
-                    conv(c, f"Conv_{b}b")(h)
-                )
-                skip = x if x.shape[-1] == c else conv(c, f"Skip_{b}", 1)(x)
-                h = self.activation(h + skip)
-            x = h
+        block = remat_block(_cnn_block, self.remat)
+        for b in range(len(self.channels)):
+            x = block(self, _mean_pool2(x) if b else x, b, train)
         x = x.mean(axis=(1, 2)) if self.pool == "mean" else x.max(axis=(1, 2))
         return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.dtype, name="Head")(x)
+
+
+def _cnn_block(mdl: CNN, x: jax.Array, b: int, train: bool) -> jax.Array:
+    """Block ``b`` of ``CNN``: ``act(norm(conv(x)))``, or the basic residual block."""
+    c = mdl.channels[b]
+
+    def conv(name, k=mdl.kernel_size):
+        return Conv(c, k, mdl.conv_impl, mdl.dtype, name=name)
+
+    def norm(name):
+        return _norm(mdl.norm, train, mdl.dtype, name, mdl.bn_momentum)
+
+    h = mdl.activation(norm(f"Norm_{b}")(conv(f"Conv_{b}")(x)))
+    if not mdl.residual:
+        return h
+    h = norm(f"Norm_{b}b")(conv(f"Conv_{b}b")(h))
+    skip = x if x.shape[-1] == c else conv(f"Skip_{b}", 1)(x)
+    return mdl.activation(h + skip)
 
 
 class LSTMClassifier(nn.Module):
