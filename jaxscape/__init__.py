@@ -11,7 +11,9 @@ and noisy optimizers (``jaxscape.optim``), saddle dynamics (``escape_saddle``), 
 See ``DESIGN.md`` for the conventions.
 """
 
-from jaxscape import data, datasets, distributed, dynamics, experiment, optim, report, toys
+from typing import TYPE_CHECKING, Any
+
+from jaxscape import data, datasets, distributed, dynamics, experiment, optim, toys
 from jaxscape.connectivity import (
     Alignment,
     Curve,
@@ -104,7 +106,6 @@ from jaxscape.optim import (
     sgld,
 )
 from jaxscape.problems import Problem, builtin_problem, list_builtins, load_problem
-from jaxscape.report import Report, ReportOptions
 from jaxscape.runfolder import RunFolder, StageRecord, load_params, save_params
 from jaxscape.spectrum import (
     Density,
@@ -118,7 +119,32 @@ from jaxscape.spectrum import (
 )
 from jaxscape.train import FitResult, History, compare_optimizers, fit, top_eigenvalue_callback
 
+if TYPE_CHECKING:
+    from jaxscape import report
+    from jaxscape.report import Report, ReportOptions
+
 __version__ = "0.1.0"
+
+# ``report`` (and through it matplotlib, the HTML writer and SciPy) is imported on first use:
+# it is a second or more of start-up that every process of a multi-host run, and every user
+# who only wants the numbers, would otherwise pay.
+_LAZY = {"report": None, "Report": "Report", "ReportOptions": "ReportOptions"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'jaxscape' has no attribute {name!r}")
+    import importlib
+
+    module = importlib.import_module("jaxscape.report")
+    value = module if _LAZY[name] is None else getattr(module, _LAZY[name])
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "CNN",
