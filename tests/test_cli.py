@@ -76,3 +76,23 @@ def test_workload_conv_implementations_agree():
     mm = jax.grad(W.jax_loss_fn(wl.layers, "matmul"))(params, batch)
     for a, b in zip(jax.tree.leaves(xla), jax.tree.leaves(mm), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_import_leaves_the_report_stack_for_first_use():
+    code = (
+        "import sys, jaxscape as js\n"
+        "heavy = ('matplotlib', 'scipy.optimize', 'jaxscape.report')\n"
+        "heavy = [m for m in heavy if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "assert js.Report is js.report.Report and 'ReportOptions' in dir(js)\n"
+        "from jaxscape import ReportOptions\n"
+        "assert 'matplotlib' in sys.modules\n"
+        "try:\n"
+        "    js.no_such_name\n"
+        "except AttributeError as e:\n"
+        "    assert 'no_such_name' in str(e)\n"
+        "else:\n"
+        "    raise SystemExit('no AttributeError')\n"
+    )
+    res = run("-c", code)
+    assert res.returncode == 0, res.stderr
