@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxscape._util import eigh_each
+
 
 def _iterate(step, carry, x, g, options):
     """Run ``step(carry, x, g) -> (carry, x, g)`` until ``‖g‖ <= grad_tol`` or ``num_steps``;
@@ -39,7 +41,7 @@ def _lm_dense(f, x0, options):
     grad, hess = jax.grad(f), jax.hessian(f)
 
     def eig(x):
-        return tuple(jnp.linalg.eigh(hess(x)))
+        return eigh_each(hess(x))  # vmapped over starts: see eigh_each
 
     def step(carry, x, g):
         (lam, Q), mu = carry

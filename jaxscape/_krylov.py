@@ -262,6 +262,16 @@ def lanczos(
     devices (``init_state``).
     """
     state = init_state(v0, num_iters, key, sharding)
+    if stop is None:
+        # a fixed number of steps: a loop whose trip count is known, so a vmapped batch of
+        # runs (SLQ probes) split over devices needs no all-reduce of "any still running" per
+        # step; after a non-finite product the state is kept as it was
+        def fixed(_, state):
+            return lax.cond(
+                state.finite, lambda s: lanczos_step(matvec, s, sharding), lambda s: s, state
+            )
+
+        return lax.fori_loop(0, num_iters, fixed, state)
 
     def running(state):
         return (state.step < num_iters) & state.finite & ~state.converged

@@ -517,10 +517,10 @@ def _search(loss_fn, flat, batch, unravel, options):
 @partial(jax.jit, static_argnames=("loss_fn", "unravel", "options", "mesh"))
 def _search_many(loss_fn, flats, batch, unravel, options, mesh):
     one = lambda x: _search.__wrapped__(loss_fn, x, batch, unravel, options)  # noqa: E731
-    # on a mesh each device runs its starts one after another: an earlier shard_map version
-    # whose body vmapped the dense Levenberg-Marquardt loop did not finish compiling (> 200 s
-    # on XLA:CPU); the vmapped form is not re-tested with the current block placement
-    return chunked_map(one, flats, None if mesh is None else 1, "find_critical_points", mesh=mesh)
+    # on a mesh each device searches from its starts at once, as without one; the dense
+    # Levenberg-Marquardt step's eigh goes through _util.eigh_each, without which several CPU
+    # devices deadlock in jaxlib's batched eigh
+    return chunked_map(one, flats, None, "find_critical_points", mesh=mesh)
 
 
 __all__ = [

@@ -31,6 +31,7 @@ from jax.flatten_util import ravel_pytree
 from optax import tree_utils as otu
 
 from jaxscape import _checks, _krylov
+from jaxscape._util import eigh_each
 from jaxscape.curvature import (
     LossFn,
     PyTree,
@@ -180,7 +181,7 @@ def _step_impl(loss_fn, params, batch, damping, rcond, key, c, *, absolute, meth
     denominator = lambda t: (jnp.abs(t) if absolute else t) + damping  # noqa: E731
     if method == "dense":
         H = hessian_matrix(loss_fn, params, batch, max_params=g_flat.size)
-        lam, Q = jnp.linalg.eigh(H)
+        lam, Q = eigh_each(H)  # vmapped over seeds in map_points: see eigh_each
         step = _spectral_apply(lam, Q, jnp.ones_like(lam, bool), g_flat, denominator, rcond)
         return unravel(step), g, jnp.all(jnp.isfinite(H))
     matvec = hessian_operator(loss_fn, params, batch)
@@ -193,7 +194,7 @@ def _step_impl(loss_fn, params, batch, damping, rcond, key, c, *, absolute, meth
         v0 = jax.random.normal(key_start, g_flat.shape, g_flat.dtype)
         state = _krylov.lanczos(flat_mv, v0, num_iters, key=key_restart)
     T, bound = _krylov.tridiagonal(state.alphas, state.betas, state.step)
-    theta, U = jnp.linalg.eigh(T)
+    theta, U = eigh_each(T)
     valid = theta <= bound  # values above `bound` belong to unfilled rows
     V = state.basis[:num_iters]  # (m, n); unfilled rows are zero
     step = _spectral_apply(theta, V.T @ U, valid, g_flat, denominator, rcond)

@@ -24,7 +24,7 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from jaxscape import _checks, _krylov, _krylov_host
-from jaxscape._util import chunked_map
+from jaxscape._util import chunked_map, eigh_each
 from jaxscape.curvature import Matvec, PyTree
 
 WHICH = ("LA", "SA", "LM", "BE")
@@ -404,7 +404,7 @@ def spectral_density(
     def quadrature(z):
         state = _krylov.lanczos(flat_mv, z, m)
         T, bound = _krylov.tridiagonal(state.alphas, state.betas, state.step)
-        theta, U = jnp.linalg.eigh(T)
+        theta, U = eigh_each(T)  # vmapped over probes: see eigh_each for why not batched
         valid = theta <= bound
         return jnp.where(valid, theta, 0), jnp.where(valid, U[0] ** 2, 0), state.finite
 

@@ -160,6 +160,31 @@ def main() -> None:
     check("spectral_density (probes and sharded batch)", (ds.nodes, ds.weights),
           (dms.nodes, dms.weights), span(dms.nodes))  # fmt: skip
 
+    # 8 probes per device and 40 steps: enough for jaxlib's batched CPU eigh to split over the
+    # thread pool, which deadlocked several devices before _util.eigh_each (SLQ never returned)
+    big = dict(num_probes=8 * NUM_DEVICES, num_iters=40)
+    dens_b = jax.jit(
+        lambda p, b, mesh: js.spectral_density(key, js.hessian_operator(loss_fn, p, b), p,
+                                               mesh=mesh, **big),
+        static_argnames="mesh",
+    )  # fmt: skip
+    db1, dbm = dens_b(params, batch, None), dens_b(params, batch, mesh)
+    check("spectral_density (8 probes per device, 40 steps)", (db1.nodes, db1.weights),
+          (dbm.nodes, dbm.weights), span(dbm.nodes))  # fmt: skip
+
+    # the eigh behind it, vmapped and differentiated, against jnp.linalg.eigh
+    sym = jax.random.normal(jax.random.key(11), (5, 7, 7))
+    sym = sym + jnp.swapaxes(sym, -1, -2)
+
+    def spectral_fn(eigh):
+        return lambda a: jnp.sum(eigh(a)[0] ** 3) + jnp.sum(jnp.abs(eigh(a)[1][:, 0]))
+
+    from jaxscape._util import eigh_each
+
+    ours = jax.jit(jax.vmap(lambda a: (eigh_each(a)[0], jax.grad(spectral_fn(eigh_each))(a))))
+    plain = jax.vmap(lambda a: (jnp.linalg.eigh(a)[0], jax.grad(spectral_fn(jnp.linalg.eigh))(a)))
+    check("eigh_each (vmap and grad)", plain(sym), ours(sym), 1)  # replicated: no layout
+
     def train(key):  # a vmapped training run per seed: GD on a fresh init, 20 steps
         p = init(key)
 
