@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -96,3 +98,24 @@ def test_import_leaves_the_report_stack_for_first_use():
     )
     res = run("-c", code)
     assert res.returncode == 0, res.stderr
+
+
+def test_throughput_benchmark_quick(tmp_path):
+    res = run("benchmarks/bench_throughput.py", "--quick", "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    data = json.loads((tmp_path / "bench_throughput_cpu_quick.json").read_text())
+    mm = data["matmul"]
+    assert mm["n"] == 256 and mm["default_flop_per_s"] > 0 and mm["highest_flop_per_s"] > 0
+    rows = data["workloads"]["mlp-small"]["rows"]
+    assert [r["batch"] for r in rows] == [512, 1024]  # the quick sweep: W3's batch, then 2×
+    for r in rows:
+        assert r["hvp_ms"] > 0 and r["hvp_flops"] > 0 and r["plan_bytes"] > 0
+        # XLA's count of one HVP is a few forward passes' worth: 2 FLOPs per weight and example
+        # make a forward pass, and the HVP is within 2-20 of it
+        forward = 2 * data["workloads"]["mlp-small"]["num_params"] * r["batch"]
+        assert 2 < r["hvp_flops"] / forward < 20, r
+        assert r["hvp_flop_per_s"] == pytest.approx(r["hvp_flops"] / (r["hvp_ms"] / 1e3))
+    assert rows[1]["hvp_flops"] == pytest.approx(2 * rows[0]["hvp_flops"], rel=0.05)
+    solvers = data["solvers"]["mlp-small"]
+    assert 10 <= solvers["eigsh k=10"]["products"] <= 30 and solvers["slq"]["products"] == 20
+    assert "top" in solvers["eigsh k=10"] and len(solvers["eigsh k=10"]["top"]) == 3
