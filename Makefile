@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_landscape.py --out benchmarks/results
 	$(BIN)/python benchmarks/bench_distributed.py --out benchmarks/results
 	$(BIN)/python benchmarks/bench_memory.py --out benchmarks/results
+	$(BIN)/python benchmarks/bench_throughput.py --out benchmarks/results
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

@@ -12,7 +12,8 @@ Per device count it reports, for workload W1 (MLP 784-512-512-10, batch 256; ``-
 MLP 64-32-32-10):
 - ``hvp``: one HVP with the batch sharded (``shard_batch``); the ms, XLA's per-device memory
   plan (arguments + temporaries), and the relative difference from one device;
-- ``eigsh k=5``: top-5 Hessian eigenvalues, batch sharded;
+- ``eigsh k=5``: top-5 Hessian eigenvalues, batch sharded; and again with the Lanczos basis
+  split along n over the devices (``basis_sharding=mesh``);
 - ``surface``: a ``--grid``² surface with the points split over devices (``mesh=``);
 - ``slq``: spectral density, ``--probes`` probes split over devices.
 
@@ -65,6 +66,11 @@ def worker(num_devices: int, quick: bool, grid: int, probes: int, repeats: int) 
         op = js.hessian_operator(loss, p, b)
         return js.eigsh(key, op, p, k=5, num_iters=num_iters, tol=0.0).eigenvalues
 
+    def eig_sharded_basis(p, b):
+        op = js.hessian_operator(loss, p, b)
+        kw = dict(k=5, num_iters=num_iters, tol=0.0, basis_sharding=mesh)
+        return js.eigsh(key, op, p, **kw).eigenvalues
+
     def surf(c, u, w, b, x):
         return js.surface(loss, c, u, w, b, x, x, mesh=mesh).loss
 
@@ -76,6 +82,7 @@ def worker(num_devices: int, quick: bool, grid: int, probes: int, repeats: int) 
     rows = {
         "hvp": (hvp, (params, sharded, v)),
         "eigsh k=5": (eig, (params, sharded)),
+        "eigsh k=5, basis sharded": (eig_sharded_basis, (params, sharded)),
         "surface": (surf, (params, d1, d2, batch, xs)),
         "slq": (slq, (params, batch)),
     }

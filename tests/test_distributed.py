@@ -164,9 +164,15 @@ def test_bench_distributed_quick_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads((tmp_path / "bench_distributed_cpu_quick.json").read_text())["rows"]
     assert {(r["operation"], r["devices"]) for r in rows} == {
-        (op, n) for op in ("hvp", "eigsh k=5", "surface", "slq") for n in (1, 2)
+        (op, n)
+        for op in ("hvp", "eigsh k=5", "eigsh k=5, basis sharded", "surface", "slq")
+        for n in (1, 2)
     }
     for r in rows:
         assert r["rel_diff_vs_1"] < 1e-4, r
-    hvp2 = next(r for r in rows if r["operation"] == "hvp" and r["devices"] == 2)
-    assert hvp2["memory_vs_1"] < 0.8
+    by = {(r["operation"], r["devices"]): r for r in rows}
+    assert by["hvp", 2]["memory_vs_1"] < 0.8
+    assert (
+        by["eigsh k=5, basis sharded", 2]["bytes_per_device"]
+        < by["eigsh k=5", 2]["bytes_per_device"]
+    )
