@@ -76,19 +76,24 @@ def peak_bytes() -> int | None:
     return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
 
 
-def sweep_point(loss, wl, repeats: int, budget_s: float, rate: float) -> dict[str, Any]:
-    """Gradient and HVP of one batch size: times, FLOPs, FLOP/s, memory."""
-    params, batch, v = W.to_jax(wl)
+def hvp_program(loss, wl):
+    """``(hvp, args, compiled)``: the HVP at ``wl``'s batch, its arguments, compiled once for
+    XLA's memory plan and FLOP count (``timed`` compiles its own copy, to time the compile)."""
+    args = W.to_jax(wl)
 
     def hvp(p, b, v):
         return js.hvp(loss, p, b, v)
 
+    return hvp, args, jax.jit(hvp).lower(*args).compile()
+
+
+def sweep_point(loss, program, repeats: int, budget_s: float, rate: float) -> dict[str, Any]:
+    """Gradient and HVP of one batch size: times, FLOPs, FLOP/s, memory."""
+    hvp, (params, batch, v), compiled = program
     grad = timed(jax.grad(loss), (params, batch), repeats, budget_s)
-    compiled = jax.jit(hvp).lower(params, batch, v).compile()
-    plan = distributed.memory_estimate(compiled)
     h = timed(hvp, (params, batch, v), repeats, budget_s)
     flops = xla_flops(compiled)
-    n = int(wl.x.shape[0])
+    n = int(jax.tree.leaves(batch)[0].shape[0])
     row = {
         "batch": n,
         "gradient_ms": grad["ms"],
@@ -100,20 +105,13 @@ def sweep_point(loss, wl, repeats: int, budget_s: float, rate: float) -> dict[st
         "hvp_x_gradient": h["ms"] / grad["ms"],
         "hvp_flops": flops,
         "hvp_flop_per_s": None if flops is None else flops / (h["ms"] / 1e3),
-        "plan_bytes": plan.total,
+        "plan_bytes": distributed.memory_estimate(compiled).total,
         "peak_bytes_in_use": peak_bytes(),
     }
     row["fraction_of_matmul_rate"] = (
         None if row["hvp_flop_per_s"] is None else row["hvp_flop_per_s"] / rate
     )
     return row
-
-
-def planned_bytes(loss, wl) -> int:
-    """XLA's memory plan of the HVP at ``wl``'s batch, compiled, not run."""
-    params, batch, v = W.to_jax(wl)
-    compiled = jax.jit(lambda p, b, v: js.hvp(loss, p, b, v)).lower(params, batch, v).compile()
-    return distributed.memory_estimate(compiled).total
 
 
 def batch_sweep(name: str, args: argparse.Namespace, rate: float) -> dict[str, Any]:
@@ -125,14 +123,16 @@ def batch_sweep(name: str, args: argparse.Namespace, rate: float) -> dict[str, A
     factor = 1
     while factor <= args.max_batch_factor:
         wl = W.build(name, batch=base.x.shape[0] * factor)
-        need, free = planned_bytes(loss, wl), distributed.available_memory()
+        program = hvp_program(loss, wl)  # compiled, not run: the memory check comes first
+        need = distributed.memory_estimate(program[2]).total
+        free = distributed.available_memory()
         if need > args.memory_fraction * free:
             stop = (
                 f"batch {wl.x.shape[0]}: the HVP plans {need / 2**20:,.0f} MiB, over "
                 f"{args.memory_fraction:.0%} of {free / 2**20:,.0f} MiB free"
             )
             break
-        row = sweep_point(loss, wl, args.repeats, args.budget, rate)
+        row = sweep_point(loss, program, args.repeats, args.budget, rate)
         rows.append(row)
         print_row(name, row, flush=True)
         if len(rows) > 1 and row["examples_per_s"] < (1 + args.saturation) * max(
