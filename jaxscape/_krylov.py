@@ -2,7 +2,7 @@
 
 Everything here works on 1-D arrays; ``spectrum.py`` converts pytrees at the boundary with
 ``ravel_pytree``. The Lanczos basis is a ``(rows, n)`` array filled one row per step inside a
-``lax.while_loop``. Full reorthogonalization is classical Gram-Schmidt against the whole
+``lax`` loop. Full reorthogonalization is classical Gram-Schmidt against the whole
 basis after the three-term recurrence, with a conditional second pass (Daniel, Gragg,
 Kaufman & Stewart 1976). It reads the whole ``(rows, n)`` basis each step: on CPU a fused
 ``(V w) V`` over the zero rows was faster than slicing out the filled part (XLA copies a
@@ -253,7 +253,8 @@ def lanczos(
     stop: Callable[[LanczosState], Array] | None = None,
     sharding: jax.sharding.Sharding | None = None,
 ) -> LanczosState:
-    """Run up to ``num_iters`` Lanczos steps in one ``lax.while_loop``.
+    """Run up to ``num_iters`` Lanczos steps in one ``lax.while_loop`` (with ``stop``), or
+    exactly ``num_iters`` in a ``lax.fori_loop`` (without).
 
     ``stop(state) -> bool`` (evaluated after each step) ends the run early and is recorded in
     ``state.converged``; the run also ends when the operator returns NaN/inf. With ``key``,
