@@ -266,13 +266,10 @@ def lanczos(
     if stop is None:
         # a fixed number of steps: a loop whose trip count is known, so a vmapped batch of
         # runs (SLQ probes) split over devices needs no all-reduce of "any still running" per
-        # step; after a non-finite product the state is kept as it was
-        def fixed(_, state):
-            return lax.cond(
-                state.finite, lambda s: lanczos_step(matvec, s, sharding), lambda s: s, state
-            )
-
-        return lax.fori_loop(0, num_iters, fixed, state)
+        # step. After a non-finite product, lanczos_step zeroes it and keeps `finite` False,
+        # so the later steps stay finite and the caller sees the flag. No cond around the
+        # step: XLA would copy the basis every step (W3 SLQ, 4 probes x 30: 19 ms vs 14 ms)
+        return lax.fori_loop(0, num_iters, lambda _, s: lanczos_step(matvec, s, sharding), state)
 
     def running(state):
         return (state.step < num_iters) & state.finite & ~state.converged
